@@ -1,0 +1,188 @@
+"""Typed params: each params.yaml section is a frozen dataclass.
+
+``load("repnet")`` reads ``params.yaml`` (or ``path``), checks the section against its
+dataclass and returns an instance. An unknown key, a wrong type or an out-of-range value
+raises :class:`ParamsError` naming the key (``repnet.reproj_weight``) and the value.
+A stage loads only the sections it declares in dvc.yaml, so ``dvc exp run -S x.y=...``
+re-runs exactly the stages that read ``x``.
+
+Sections register themselves with ``@section("name")``. Range checks live in each
+dataclass's ``validate`` method and call :func:`require`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+SECTIONS: dict[str, type] = {}
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem; the message names the key and the value."""
+
+
+def section(name: str):
+    """Class decorator: register a frozen dataclass as the schema of params section ``name``."""
+
+    def deco(cls):
+        cls = dataclass(frozen=True)(cls)
+        cls._section = name
+        SECTIONS[name] = cls
+        return cls
+
+    return deco
+
+
+def require(ok: bool, key: str, value: Any, what: str) -> None:
+    """Raise ParamsError('<key> = <value>: <what>') unless ``ok``."""
+    if not ok:
+        raise ParamsError(f"{key} = {value!r}: {what}")
+
+
+def _convert(tp, value, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key} = {value!r}: expected a mapping")
+        return from_dict(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, key)
+            except ParamsError as e:
+                errors.append(str(e))
+        raise ParamsError(errors[0] if len(errors) == 1 else f"{key} = {value!r}: expected {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ParamsError(f"{key} = {value!r}: expected one of {list(args)}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key} = {value!r}: expected a list")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if origin is tuple:
+            if len(value) != len(args):
+                raise ParamsError(f"{key} = {value!r}: expected {len(args)} values")
+            return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key} = {value!r}: expected a mapping")
+        return {str(k): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key} = {value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key} = {value!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key} = {value!r}: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key} = {value!r}: expected a string")
+        return value
+    raise TypeError(f"params: unsupported annotation {tp!r} for {key}")
+
+
+def from_dict(cls, data: dict, prefix: str | None = None):
+    """Build dataclass ``cls`` from ``data``; unknown/missing keys and bad values raise."""
+    prefix = prefix or getattr(cls, "_section", cls.__name__)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ParamsError(f"{prefix}.{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}"
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ParamsError(f"{key}: missing required key")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def read_yaml(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections")
+    return data
+
+
+def load(name: str, path: str | Path = "params.yaml"):
+    """Load and validate params section ``name`` from ``path``."""
+    if name not in SECTIONS:
+        raise ParamsError(f"{name}: no such params section (known: {', '.join(sorted(SECTIONS))})")
+    data = read_yaml(path)
+    if name not in data:
+        raise ParamsError(f"{path}: missing section '{name}'")
+    return from_dict(SECTIONS[name], data[name] or {}, name)
+
+
+def as_flat_dict(obj, prefix: str = "") -> dict[str, Any]:
+    """Flatten a params dataclass to {'section.key.sub': value} (for MLflow)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v):
+            out.update(as_flat_dict(v, key + "."))
+        elif isinstance(v, dict):
+            for k, vv in v.items():
+                out[f"{key}.{k}"] = vv
+        else:
+            out[key] = v
+    return out
+
+
+def fingerprint(*objs) -> str:
+    """A short stable hash of params dataclasses (used to decide if a checkpoint matches)."""
+    import hashlib
+    import json
+
+    blob = json.dumps([dataclasses.asdict(o) for o in objs], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# =====================================================================================
+# Sections. Each owner extends its own dataclass; keep defaults equal to params.yaml.
+# =====================================================================================
+@section("base")
+class Base:
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: CPU precision for training: fp32 or bf16 autocast (CUDA always uses AMP).
+    cpu_precision: Literal["fp32", "bf16"] = "bf16"
+    num_threads: int = 0  # 0 = torch default
+    mlflow: bool = True
+    mlflow_experiment: str = "pose3d"
+
+    def validate(self, p):
+        require(self.num_threads >= 0, f"{p}.num_threads", self.num_threads, "must be >= 0")

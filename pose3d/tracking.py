@@ -1,0 +1,166 @@
+"""The MLflow mirror: one run per executed stage, never in the way of the stage's outputs.
+
+Where runs go: ``MLFLOW_TRACKING_URI`` when set; otherwise ``sqlite:///<repo>/mlflow.db``
+with artifacts in ``<repo>/mlartifacts``, where ``<repo>`` is ``DVC_ROOT`` (set by DVC,
+also inside queued experiments' temporary copies) or the current directory. The
+experiment is created with an explicit artifact location inside the repo, so runs of
+queued ``dvc exp run`` keep their artifacts (TOOLCHAIN.md).
+
+Tags: ``dvc.stage``, ``dvc.exp_name``, ``dvc.exp_baseline``, ``git.revision``. Params are
+flattened (``repnet.reproj_weight``). Any tracking error is logged as a warning once and
+the stage goes on; a stage that raises marks its run FAILED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+log = logging.getLogger(__name__)
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def repo_root() -> Path:
+    """DVC_ROOT when DVC runs us (also for queued experiments), else the current directory."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = root or repo_root()
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _git_revision(root: Path) -> str:
+    rev = os.environ.get("DVC_EXP_BASELINE_REV")
+    if rev:
+        return rev
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Run:
+    """A thin facade over an MLflow run whose methods never raise."""
+
+    def __init__(self, mlflow_module=None, run_id: str | None = None):
+        self._mlflow = mlflow_module
+        self.run_id = run_id
+        self._warned = False
+
+    @property
+    def active(self) -> bool:
+        return self._mlflow is not None
+
+    def _safe(self, name: str, *args, **kwargs):
+        if self._mlflow is None:
+            return None
+        try:
+            return getattr(self._mlflow, name)(*args, **kwargs)
+        except Exception as e:  # tracking must never change a stage's outputs
+            if not self._warned:
+                log.warning("MLflow tracking failed (%s); the stage continues without it", e)
+                self._warned = True
+            return None
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        clean = {}
+        for k, v in metrics.items():
+            try:
+                clean[_clean_key(k)] = float(v)
+            except (TypeError, ValueError):
+                continue
+        if clean:
+            self._safe("log_metrics", clean, step=step)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        flat = {_clean_key(k): str(v)[:6000] for k, v in params.items()}
+        if flat:
+            self._safe("log_params", flat)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._safe("set_tags", {k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        if Path(path).exists():
+            self._safe("log_artifact", str(path), artifact_path=artifact_path)
+
+
+def _clean_key(k: str) -> str:
+    # MLflow keys allow alphanumerics, _ - . space / ; map anything else to '_'
+    return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in str(k))
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Mapping[str, Any] | None = None, base=None,
+              enabled: bool | None = None, experiment: str | None = None) -> Iterator[Run]:
+    """Open one MLflow run for a DVC stage; yields a :class:`Run` (inactive if disabled).
+
+    ``base`` is the ``base`` params section (its ``mlflow`` / ``mlflow_experiment`` decide
+    whether and where to log). The run is FAILED if the block raises (also on Ctrl-C / kill
+    via KeyboardInterrupt/SystemExit), FINISHED otherwise.
+    """
+    if enabled is None:
+        enabled = bool(getattr(base, "mlflow", True))
+    experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or \
+        getattr(base, "mlflow_experiment", "pose3d")
+    run = Run()
+    mlflow = None
+    if enabled:
+        try:
+            import mlflow as _mlflow
+
+            root = repo_root()
+            _mlflow.set_tracking_uri(tracking_uri(root))
+            exp = _mlflow.get_experiment_by_name(experiment)
+            if exp is None:
+                art = (root / "mlartifacts").as_uri()
+                exp_id = _mlflow.create_experiment(experiment, artifact_location=art)
+            else:
+                exp_id = exp.experiment_id
+            exp_name = os.environ.get("DVC_EXP_NAME", "")
+            active = _mlflow.start_run(experiment_id=exp_id,
+                                       run_name=f"{stage}" + (f" [{exp_name}]" if exp_name else ""))
+            mlflow = _mlflow
+            run = Run(_mlflow, active.info.run_id)
+            run.set_tags({"dvc.stage": stage, "dvc.exp_name": exp_name or "workspace",
+                          "dvc.exp_baseline": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+                          "git.revision": _git_revision(root)})
+            if params:
+                run.log_params(params)
+        except Exception as e:
+            log.warning("MLflow unavailable (%s); stage %s runs without tracking", e, stage)
+            mlflow = None
+            run = Run()
+    try:
+        yield run
+    except BaseException:
+        if mlflow is not None:
+            with contextlib.suppress(Exception):
+                mlflow.end_run(status="FAILED")
+        raise
+    else:
+        if mlflow is not None:
+            with contextlib.suppress(Exception):
+                mlflow.end_run(status="FINISHED")
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM into SystemExit so a killed stage unwinds: its MLflow run is marked
+    FAILED and temporary files are removed (atomic writes), instead of dying silently."""
+    import signal
+
+    def _term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    with contextlib.suppress(ValueError):  # only in the main thread
+        signal.signal(signal.SIGTERM, _term)

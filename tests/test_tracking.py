@@ -1,0 +1,56 @@
+"""The MLflow mirror: one run per stage, tags, failure marking, never breaking a stage."""
+
+from __future__ import annotations
+
+import pytest
+
+from pose3d import tracking
+
+
+@pytest.fixture()
+def repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
+    return tmp_path
+
+
+def _runs(root):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["pose3d-test"], output_format="list")
+
+
+def test_run_logged_with_tags_params_metrics(repo):
+    art = repo / "a.txt"
+    art.write_text("hello")
+    with tracking.stage_run("lift@repnet", params={"repnet.reproj_weight": 2.0},
+                            experiment="pose3d-test") as run:
+        run.log_metrics({"mpjpe_mm": 50.5, "bad": "x"}, step=1)
+        run.log_artifact(art)
+    (r,) = _runs(repo)
+    assert r.info.status == "FINISHED"
+    assert r.data.tags["dvc.stage"] == "lift@repnet"
+    assert r.data.tags["dvc.exp_name"] == "exp-test"
+    assert r.data.params["repnet.reproj_weight"] == "2.0"
+    assert r.data.metrics["mpjpe_mm"] == 50.5
+    assert r.info.artifact_uri.startswith((repo / "mlartifacts").as_uri())
+
+
+def test_failed_stage_marks_run_failed(repo):
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracking.stage_run("train_2d", experiment="pose3d-test"):
+            raise RuntimeError("boom")
+    (r,) = _runs(repo)
+    assert r.info.status == "FAILED"
+
+
+def test_tracking_failure_does_not_break_stage(repo, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus-scheme://nowhere")
+    with tracking.stage_run("evaluate", experiment="pose3d-test") as run:
+        run.log_metrics({"x": 1.0})
+        assert not run.active
+    with tracking.stage_run("evaluate", enabled=False) as run:
+        assert not run.active

@@ -1,0 +1,138 @@
+"""Tests for the pose-hg-3d style image -> 3D module (pose3d/hg3d.py, pose3d/models/hg3d.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pose3d import hg3d
+from pose3d.geometry.camera import project_camera, world_to_camera
+from pose3d.skeleton import (BONES, HG3D_NAMES, JOINT_INDEX, JOINT_NAMES, MPII16_NAMES, ROOT,
+                             bone_lengths, from_hg3d_order, from_mpii16, to_hg3d_order, to_mpii16)
+
+# A canonical standing skeleton (metres), H36M-17 order, written by joint name.
+_T_POSE = {
+    "pelvis": (0.0, 0.0, 0.0), "r_hip": (-0.13, 0.0, 0.0), "r_knee": (-0.13, 0.45, 0.02),
+    "r_ankle": (-0.13, 0.88, 0.0), "l_hip": (0.13, 0.0, 0.0), "l_knee": (0.13, 0.45, 0.02),
+    "l_ankle": (0.13, 0.88, 0.0), "spine": (0.0, -0.23, 0.0), "thorax": (0.0, -0.48, 0.0),
+    "neck_nose": (0.0, -0.6, -0.05), "head_top": (0.0, -0.77, 0.0),
+    "l_shoulder": (0.17, -0.46, 0.0), "l_elbow": (0.42, -0.46, 0.03), "l_wrist": (0.66, -0.46, 0.0),
+    "r_shoulder": (-0.17, -0.46, 0.0), "r_elbow": (-0.42, -0.46, 0.03), "r_wrist": (-0.66, -0.46, 0.0),
+}
+
+
+def _pose(dtype=torch.float64) -> torch.Tensor:
+    return torch.tensor([_T_POSE[n] for n in JOINT_NAMES], dtype=dtype)
+
+
+def _random_rotation(g: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    return q if torch.det(q) > 0 else -q
+
+
+# --------------------------------------------------------------------------- geometric loss
+def test_bone_groups_by_name():
+    groups = hg3d.bone_groups("side")
+    assert set(groups) == {"left", "right", "torso"}
+    assert sorted(sum(groups.values(), [])) == list(range(len(BONES)))
+    for e in groups["left"]:
+        assert JOINT_NAMES[BONES[e][1]].startswith("l_")
+    for e in groups["right"]:
+        assert JOINT_NAMES[BONES[e][1]].startswith("r_")
+    assert {JOINT_NAMES[BONES[e][1]] for e in groups["torso"]} == {"spine", "thorax", "neck_nose", "head_top"}
+
+
+@pytest.mark.parametrize("groups", ["side", "all"])
+@pytest.mark.parametrize("scale", [1e-3, 0.25, 1.0, 7.0, 1000.0])
+def test_geometric_loss_zero_for_canonical_proportions(scale, groups):
+    g = torch.Generator().manual_seed(0)
+    x = _pose()
+    ref = bone_lengths(x)
+    # any scale, rotation and translation keeps the proportions
+    y = scale * x @ _random_rotation(g).T + torch.tensor([0.3, -1.0, 4.0], dtype=torch.float64)
+    loss = hg3d.geometric_loss(y, ref, groups)
+    assert loss.shape == ()
+    assert float(loss) < 1e-20
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0])
+def test_geometric_loss_positive_for_distorted_skeleton(scale):
+    x = _pose()
+    ref = bone_lengths(x)
+    y = x.clone()
+    # stretch the left forearm by 40%: the left group's ratios disagree
+    e, w = JOINT_INDEX["l_elbow"], JOINT_INDEX["l_wrist"]
+    y[w] = y[e] + 1.4 * (y[w] - y[e])
+    loss = hg3d.geometric_loss(scale * y, ref, "side")
+    assert float(loss) > 1e-3
+    # and the value does not depend on the overall scale
+    assert math.isclose(float(loss), float(hg3d.geometric_loss(y, ref, "side")), rel_tol=1e-9)
+
+
+def test_geometric_loss_batched_and_differentiable():
+    x = _pose().repeat(4, 3, 1, 1)  # (4, 3, J, 3)
+    x = x + 0.05 * torch.randn_like(x)
+    x.requires_grad_(True)
+    loss = hg3d.geometric_loss(x, bone_lengths(_pose()))
+    assert loss.shape == (4, 3)
+    loss.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- back-projection
+def _camera(dtype=torch.float64):
+    K = torch.tensor([[1145.0, 0.0, 512.5], [0.0, 1143.8, 515.4], [0.0, 0.0, 1.0]], dtype=dtype)
+    dist = torch.tensor([-0.207, 0.247, -0.0009, -0.0016, -0.0031], dtype=dtype)
+    return K, dist
+
+
+def test_backprojection_of_gt_2d_and_gt_depth_recovers_gt_3d():
+    g = torch.Generator().manual_seed(1)
+    K, dist = _camera()
+    N = 8
+    R = torch.stack([_random_rotation(g) for _ in range(N)])
+    t = torch.stack([torch.tensor([0.0, 0.0, 3.0 + i], dtype=torch.float64) for i in range(N)])
+    x_cam = world_to_camera(_pose().expand(N, -1, -1), R, t)  # (N, J, 3)
+    uv = project_camera(x_cam, K, dist)  # distorted pixels (the "GT 2D")
+    # an arbitrary crop affine: 3.1 image px per crop px, stride 4
+    A = torch.tensor([[3.1, 0.0, 200.0], [0.0, 3.1, 150.0]], dtype=torch.float64).expand(N, 2, 3)
+    k = hg3d.depth_unit(A, K.expand(N, 3, 3), stride=4.0)
+    d = hg3d.depth_target(x_cam, k)  # the "GT depth"
+    assert torch.allclose(d[:, ROOT], torch.zeros(N, dtype=torch.float64))
+    x_rec = hg3d.backproject(uv, d, k, K, dist, z_root=x_cam[:, ROOT, 2])
+    assert torch.allclose(x_rec, x_cam, atol=1e-9), (x_rec - x_cam).abs().max()
+    # without the root depth: the root-relative shape up to scale, rescaled to the skeleton
+    rel = hg3d.reconstruct(uv, d, k, K, dist, bone_lengths(_pose()))
+    assert torch.allclose(rel, hg3d.root_relative(x_cam), atol=1e-9)
+
+
+def test_backprojection_gradients_reach_depth():
+    K, dist = _camera()
+    uv = torch.rand(2, 17, 2, dtype=torch.float64) * 500 + 200
+    d = torch.randn(2, 17, dtype=torch.float64, requires_grad=True)
+    k = torch.full((2,), 0.003, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda dd: hg3d.backproject(uv, dd, k, K, dist, 4.0), (d,))
+
+
+# --------------------------------------------------------------------------- output orders
+def test_output_order_converters_round_trip_by_name():
+    x = torch.randn(5, 17, 3)
+    m = to_mpii16(x)
+    assert m.shape == (5, 16, 3)
+    assert torch.equal(m[:, MPII16_NAMES.index("l_wrist")], x[:, JOINT_INDEX["l_wrist"]])
+    back = from_mpii16(m)
+    keep = [i for i, n in enumerate(JOINT_NAMES) if n != "spine"]  # spine is not in MPII-16
+    assert torch.equal(back[:, keep], x[:, keep])
+    h = to_hg3d_order(x)
+    assert h.shape == (5, 16, 3)
+    # the seed's documented order, in MPII-16 slots
+    assert torch.equal(h, x[:, [3, 2, 1, 4, 5, 6, 0, 7, 8, 10, 16, 15, 14, 11, 12, 13]])
+    assert HG3D_NAMES[HG3D_NAMES.index("head_top")] == "head_top"
+    hb = from_hg3d_order(h)
+    keep = [i for i, n in enumerate(JOINT_NAMES) if n != "neck_nose"]
+    assert torch.equal(hb[:, keep], x[:, keep])
+    assert torch.isnan(hb[:, JOINT_INDEX["neck_nose"]]).all()

@@ -1,0 +1,647 @@
+"""Evaluation: every method's 3D predictions against the studio's ground truth.
+
+One entry point per step, each a plain function over arrays and tables:
+
+* :func:`load_predictions` reads ``data/predictions/<method>.parquet`` (columns subject,
+  action, camera, frame, ``joints_3d`` = J*3 float32 metres; metadata ``joint_names``,
+  ``method``, ``coord_frame`` = camera | world | reference_camera, ``reference_camera``,
+  ``root_relative``, ``units`` = "m") and reorders joints to H36M-17 by name.
+* :class:`GroundTruth` joins rows to ``mocap.h5`` by (subject, action, frame) and, for
+  camera-frame tables, maps the world poses into that camera (``x_cam = R x_world + t``).
+* :func:`evaluate_predictions` computes, per row and batched in torch, MPJPE (protocol 1,
+  root-aligned), P-MPJPE (protocol 2, similarity Procrustes), N-MPJPE (root + scale), PCK3D
+  at 150 mm and its AUC over 0..150 mm; per joint (protocol 1 and 2); and MPJVE over pairs of
+  consecutive frames of one sequence (and camera).
+
+Averages, because the field mixes them up:
+* **frame-wise** (the headline here, keys without suffix, e.g. ``mpjpe_mm``): the mean over
+  every evaluated row, i.e. every test frame of every camera for camera-frame methods, every
+  test frame for world-frame methods.
+* **action-wise** (keys ending ``_actionwise``): the mean over actions of each action's
+  frame-wise mean; this is what most Human3.6M papers print as "Avg" in their tables.
+
+Frames of reference:
+* camera: ground truth is the world pose mapped into that row's camera;
+* world: ground truth is the world pose;
+* reference_camera (uncalibrated triangulation: the scene is known only up to a similarity):
+  ground truth is the world pose in the reference camera, and every sequence's predictions are
+  first moved by the one similarity (s, R, t) that best fits all its frames (Umeyama). Only
+  alignment-invariant numbers mean something there: P-MPJPE exactly, and MPJPE / MPJVE / PCK
+  *after this sequence-level similarity alignment*; the report marks them.
+
+Missing joints: a joint that is NaN in every row (a layout without it, e.g. pose-hg-3d has no
+neck_nose) is left out of that method's averages (``joints_evaluated``). A row with NaN in any
+other evaluated joint is a failed prediction: excluded from the averages and counted in
+``valid_fraction``.
+
+Units: metres inside; metric keys carry their unit (``mpjpe_mm``); PCK and AUC are fractions
+in [0, 1]; MPJVE is mm per frame (``mpjve_mm``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence as Seq
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pose3d import metrics
+from pose3d.data.io import DataError, Sequence, column_points, read_table
+from pose3d.geometry.camera import Camera, camera_to_world, world_to_camera
+from pose3d.geometry.procrustes import apply_similarity, similarity_procrustes
+from pose3d.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, ROOT, reorder
+
+log = logging.getLogger(__name__)
+
+COORD_FRAMES = ("camera", "world", "reference_camera")
+KEY_COLUMNS = ("subject", "action", "camera", "frame")
+#: per-row metric columns of :attr:`MethodResult.frames` (mm or fractions)
+FRAME_METRICS = ("mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "pck3d", "auc")
+
+#: The published numbers of the seeds, all on **Human3.6M** (protocol 1 / 2, mm), not on the
+#: synthetic studio; they are context, not a target our numbers should match.
+PUBLISHED: dict[str, dict] = {
+    "martinez": {"p1_mm": 44.9, "p2_mm": None,
+                 "source": "Martinez et al. 2017, Gluon reimplementation, ground-truth 2D input"},
+    "repnet": {"p1_mm": 76.5, "p2_mm": 54.3, "source": "RepNet (Wandt & Rosenhahn 2019), 3d-human-pose"},
+    "temporal": {"p1_mm": 70.5, "p2_mm": 51.2, "source": "temporal convolution + GAN weak supervision"},
+    "triangulate_algebraic": {"p1_mm": 22.5, "p2_mm": None,
+                              "source": "learnable triangulation (Iskakov et al. 2019), algebraic"},
+    "triangulate_ransac": {"p1_mm": 27.4, "p2_mm": None,
+                           "source": "learnable triangulation, RANSAC baseline"},
+    "triangulate_probabilistic": {"p1_mm": 26.1, "p2_mm": None,
+                                  "source": "Probabilistic Triangulation (Jiang et al. ICCV 2023)"},
+    "hg3d": {"p1_mm": None, "p2_mm": None,
+             "source": "pose-hg-3d (Zhou et al. 2017); no number stated by the seed"},
+}
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass(frozen=True)
+class Predictions:
+    """One method's predictions, joints in H36M-17 order (NaN where the file lacks a joint)."""
+
+    path: Path
+    method: str
+    coord_frame: str  # camera | world | reference_camera
+    reference_camera: str | None
+    root_relative: bool
+    keys: pd.DataFrame  # subject, action, camera ("" for world frames), frame (int64)
+    joints: np.ndarray  # (N, J, 3) float32 metres
+    meta: Mapping = field(default_factory=dict)
+
+
+def load_predictions(path: str | Path) -> Predictions:
+    """Read and validate one predictions Parquet file; every error names the file."""
+    path = Path(path)
+    table, meta = read_table(path)  # DataError on a missing/unreadable file
+    cols = set(table.column_names)
+    missing = [c for c in ("subject", "action", "frame", "joints_3d") if c not in cols]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing} (has {sorted(cols)})")
+    names = tuple(meta.get("joint_names") or ())
+    if not names:
+        raise DataError(f"{path}: metadata has no joint_names")
+    unknown = [n for n in names if n not in JOINT_INDEX]
+    if len(unknown) == len(names):
+        raise DataError(f"{path}: none of joint_names {list(names)} is an H36M-17 joint name")
+    coord = meta.get("coord_frame", meta.get("frame"))
+    if coord not in COORD_FRAMES:
+        raise DataError(f"{path}: metadata coord_frame = {coord!r}, expected one of {list(COORD_FRAMES)}")
+    ref = meta.get("reference_camera")
+    if coord == "reference_camera" and not ref:
+        raise DataError(f"{path}: coord_frame is reference_camera but metadata names no reference_camera")
+    units = meta.get("units", "m")
+    if units != "m":
+        raise DataError(f"{path}: units = {units!r}; predictions must be in metres ('m')")
+    try:
+        joints = column_points(table, "joints_3d", (len(names), 3))
+    except ValueError as e:
+        raise DataError(f"{path}: joints_3d does not hold {len(names)}*3 values per row ({e})") from e
+    if names != JOINT_NAMES:
+        joints = reorder(joints, names, JOINT_NAMES)
+    if np.isnan(joints[:, ROOT]).all() and len(joints):
+        raise DataError(f"{path}: no pelvis (root) joint; every metric needs it")
+    n = table.num_rows
+    keys = pd.DataFrame({
+        "subject": np.asarray(table.column("subject").to_pylist(), dtype=object).astype(str),
+        "action": np.asarray(table.column("action").to_pylist(), dtype=object).astype(str),
+        "camera": (np.asarray(table.column("camera").to_pylist(), dtype=object).astype(str)
+                   if "camera" in cols else np.full(n, "", dtype=object).astype(str)),
+        "frame": np.asarray(table.column("frame").to_pylist(), dtype=np.int64) if n else
+        np.zeros(0, np.int64),
+    })
+    if coord == "camera" and (keys["camera"] == "").any():
+        raise DataError(f"{path}: coord_frame is camera but some rows have an empty camera name")
+    dup = keys.duplicated(list(KEY_COLUMNS))
+    if dup.any():
+        first = keys[dup].iloc[0].to_dict()
+        raise DataError(f"{path}: {int(dup.sum())} duplicated rows, e.g. {first}")
+    if n == 0:
+        raise DataError(f"{path}: no rows")
+    method = str(meta.get("method") or path.stem)
+    return Predictions(path=path, method=method, coord_frame=coord, reference_camera=ref,
+                       root_relative=bool(meta.get("root_relative", False)), keys=keys,
+                       joints=joints.astype(np.float32), meta=meta)
+
+
+# --------------------------------------------------------------------------- ground truth
+class GroundTruth:
+    """Ground-truth lookup by (subject, action, frame) over mocap sequences and cameras."""
+
+    def __init__(self, sequences: Seq[Sequence], cameras: Mapping[str, Mapping[str, Camera]]):
+        if not sequences:
+            raise DataError("ground truth: no sequences")
+        self.sequences = list(sequences)
+        self.cameras = cameras
+        offsets, off = [], 0
+        for s in self.sequences:
+            offsets.append(off)
+            off += s.positions_world.shape[0]
+        self.index = pd.DataFrame({
+            "subject": [s.subject for s in self.sequences],
+            "action": [s.action for s in self.sequences],
+            "offset": np.asarray(offsets, np.int64),
+            "length": np.asarray([s.positions_world.shape[0] for s in self.sequences], np.int64),
+            "split": [s.split for s in self.sequences],
+            "fps": [s.fps for s in self.sequences],
+        })
+        self.positions = np.concatenate([s.positions_world for s in self.sequences]).astype(np.float64)
+
+    def sequence(self, subject: str, action: str) -> Sequence:
+        for s in self.sequences:
+            if s.subject == subject and s.action == action:
+                return s
+        raise KeyError(f"{subject}/{action}")
+
+    def _rows(self, keys: pd.DataFrame, where: str) -> pd.DataFrame:
+        """keys -> keys + offset/length/split, erroring on unknown sequences or frames."""
+        m = keys[["subject", "action"]].merge(self.index, on=["subject", "action"], how="left")
+        unknown = m["offset"].isna()
+        if unknown.any():
+            bad = sorted({f"{a}/{b}" for a, b in m.loc[unknown, ["subject", "action"]].itertuples(index=False)})
+            raise DataError(f"{where}: {int(unknown.sum())} rows name sequences absent from the "
+                            f"ground truth: {bad[:5]}")
+        frames = keys["frame"].to_numpy()
+        out = (frames < 0) | (frames >= m["length"].to_numpy())
+        if out.any():
+            i = int(np.flatnonzero(out)[0])
+            raise DataError(f"{where}: {int(out.sum())} rows have frames outside their sequence, e.g. "
+                            f"{keys.iloc[i].to_dict()} (length {int(m['length'].iloc[i])})")
+        return m
+
+    def split_of(self, keys: pd.DataFrame, where: str = "keys") -> np.ndarray:
+        return self._rows(keys, where)["split"].to_numpy().astype(str)
+
+    def world(self, keys: pd.DataFrame, where: str = "keys") -> np.ndarray:
+        """World poses (N, J, 3) metres for rows (subject, action, frame)."""
+        m = self._rows(keys, where)
+        return self.positions[m["offset"].to_numpy(np.int64) + keys["frame"].to_numpy(np.int64)]
+
+    def extrinsics(self, subjects: Iterable[str], cams: Iterable[str], where: str = "keys"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """R (N, 3, 3), t (N, 3) for each row's (subject, camera)."""
+        pairs = pd.DataFrame({"subject": list(subjects), "camera": list(cams)})
+        uniq = pairs.drop_duplicates().reset_index(drop=True)
+        Rs, ts = [], []
+        for s, c in uniq.itertuples(index=False):  # a few (subject, camera) pairs, not frames
+            cam = self.cameras.get(s, {}).get(c)
+            if cam is None:
+                raise DataError(f"{where}: no calibration for camera {c!r} of subject {s!r} "
+                                f"(cameras.json has {sorted(self.cameras.get(s, {}))})")
+            Rs.append(cam.R)
+            ts.append(cam.t)
+        code = pairs.merge(uniq.reset_index(), on=["subject", "camera"], how="left")["index"].to_numpy()
+        return np.stack(Rs)[code], np.stack(ts)[code]
+
+    def target(self, preds: Predictions, keys: pd.DataFrame | None = None) -> np.ndarray:
+        """Ground truth (N, J, 3) in the frame of ``preds`` for its rows ``keys``."""
+        keys = preds.keys if keys is None else keys
+        where = str(preds.path)
+        xw = self.world(keys, where)
+        if preds.coord_frame == "world":
+            return xw
+        cams = keys["camera"] if preds.coord_frame == "camera" else [preds.reference_camera] * len(keys)
+        R, t = self.extrinsics(keys["subject"], cams, where)
+        return world_to_camera(torch.from_numpy(xw), torch.from_numpy(R), torch.from_numpy(t)).numpy()
+
+    def to_world(self, preds: Predictions, x: np.ndarray, keys: pd.DataFrame) -> np.ndarray:
+        """Poses (N, J, 3) in the frame of ``preds`` -> world frame (for pictures)."""
+        if preds.coord_frame == "world":
+            return x
+        cams = keys["camera"] if preds.coord_frame == "camera" else [preds.reference_camera] * len(keys)
+        R, t = self.extrinsics(keys["subject"], cams, str(preds.path))
+        return camera_to_world(torch.from_numpy(x).double(), torch.from_numpy(R), torch.from_numpy(t)).numpy()
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class MethodResult:
+    """Everything evaluate computes for one method."""
+
+    method: str
+    path: Path
+    coord_frame: str
+    joints_evaluated: tuple[str, ...]
+    frames: pd.DataFrame  # keys + split + valid + FRAME_METRICS (+ '<m>_<subset>' columns)
+    per_joint: pd.DataFrame  # joint, mpjpe_mm, pa_mpjpe_mm
+    pairs: pd.DataFrame  # subject, action, camera, frame (first of the pair), mpjve_mm
+    summary: dict[str, float]  # compact numbers for metrics.json
+    per_action: pd.DataFrame  # action + FRAME_METRICS + mpjve_mm + n_frames
+    aligned_world: np.ndarray  # (N, J, 3) predictions in the world frame (after alignment)
+    note: str = ""
+
+
+def _sequence_similarity(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                         jmask: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
+    """Move each group's (sequence's) predictions by one similarity fitted on all its frames.
+
+    pred, target (N, J, 3); valid (N,) bool; jmask (J,) bool; groups (N,) int codes.
+    """
+    out = pred.clone()
+    for g in np.unique(groups):  # one Umeyama fit per sequence, frames stacked as points
+        rows = torch.from_numpy(np.flatnonzero(groups == g))
+        ok = rows[valid[rows]]
+        if len(ok) == 0:
+            continue
+        X = pred[ok].reshape(1, -1, 3)  # (1, T*J, 3)
+        Y = target[ok].reshape(1, -1, 3)
+        m = jmask.expand(len(ok), -1).reshape(1, -1)
+        s, R, t = similarity_procrustes(X, Y, m)
+        out[rows] = apply_similarity(pred[rows].reshape(1, -1, 3), s, R, t).reshape(-1, NUM_JOINTS, 3)
+    return out
+
+
+def _per_row(pred: torch.Tensor, gt: torch.Tensor, jmask: torch.Tensor, pck_threshold: float,
+             auc_max: float, auc_steps: int) -> dict[str, torch.Tensor]:
+    return {
+        "mpjpe_mm": metrics.mpjpe(pred, gt, jmask) * 1000,
+        "pa_mpjpe_mm": metrics.pa_mpjpe(pred, gt, jmask) * 1000,
+        "n_mpjpe_mm": metrics.n_mpjpe(pred, gt, jmask) * 1000,
+        "pck3d": metrics.pck3d(pred, gt, pck_threshold, jmask),
+        "auc": metrics.auc_pck3d(pred, gt, auc_max, auc_steps, jmask),
+    }
+
+
+def pck_key(threshold_m: float) -> str:
+    """``0.150 -> 'pck3d_150mm'``."""
+    return f"pck3d_{round(threshold_m * 1000):d}mm"
+
+
+def evaluate_predictions(preds: Predictions, gt: GroundTruth, split: str = "test",
+                         pck_threshold: float = 0.150, auc_max: float = 0.150, auc_steps: int = 31,
+                         joint_subset: Seq[str] = (), subset_name: str = "subset",
+                         device: str | torch.device = "cpu") -> MethodResult:
+    """Evaluate one method (see module docstring). Thresholds in metres."""
+    where = str(preds.path)
+    split_all = gt.split_of(preds.keys, where)
+    keep = np.ones(len(split_all), bool) if split == "all" else split_all == split
+    if not keep.any():
+        raise DataError(f"{where}: no rows of split {split!r} (the file has splits "
+                        f"{sorted(set(split_all))})")
+    keys = preds.keys[keep].reset_index(drop=True)
+    dev = torch.device(device)
+    pred = torch.from_numpy(preds.joints[keep]).to(dev, torch.float64)  # (N, J, 3)
+    target = torch.from_numpy(gt.target(preds, keys)).to(dev, torch.float64)
+
+    present = ~torch.isnan(pred).all(-1).all(0)  # (J,) joints the layout has
+    jmask = present.clone()
+    valid = ~torch.isnan(pred[:, jmask]).any(-1).any(-1) & ~torch.isnan(target[:, jmask]).any(-1).any(-1)
+    if not bool(valid.any()):
+        raise DataError(f"{where}: every row of split {split!r} has NaN joints; nothing to evaluate")
+
+    if preds.coord_frame == "reference_camera":
+        seq = keys.groupby(["subject", "action"], sort=False).ngroup().to_numpy()
+        pred = _sequence_similarity(pred, target, valid, jmask, seq)
+        note = "after one similarity alignment per sequence (uncalibrated frame)"
+    else:
+        note = ""
+
+    # metrics on valid rows only; invalid rows keep NaN in the table
+    pv, tv = pred[valid], target[valid]
+    rows = _per_row(pv, tv, jmask, pck_threshold, auc_max, auc_steps)
+    frames = keys.copy()
+    frames["split"] = split_all[keep]
+    frames["valid"] = valid.cpu().numpy()
+    vidx = np.flatnonzero(frames["valid"].to_numpy())
+    for k, v in rows.items():
+        col = np.full(len(frames), np.nan)
+        col[vidx] = v.cpu().numpy()
+        frames[k] = col
+    sub_mask = None
+    if joint_subset:
+        bad = [n for n in joint_subset if n not in JOINT_INDEX]
+        if bad:
+            raise DataError(f"evaluate.joint_subset: unknown joint names {bad}")
+        sub_mask = torch.zeros(NUM_JOINTS, dtype=torch.bool, device=dev)
+        sub_mask[[JOINT_INDEX[n] for n in joint_subset]] = True
+        sub_mask &= jmask
+        for k, v in _per_row(pv, tv, sub_mask, pck_threshold, auc_max, auc_steps).items():
+            col = np.full(len(frames), np.nan)
+            col[vidx] = v.cpu().numpy()
+            frames[f"{k}_{subset_name}"] = col
+
+    # per joint: protocol 1 and 2 errors averaged over valid rows
+    e1 = metrics.joint_errors(pv, tv, "root").mean(0) * 1000
+    e2 = metrics.joint_errors(pv, tv, "procrustes", jmask).mean(0) * 1000
+    jm = jmask.cpu().numpy()
+    per_joint = pd.DataFrame({"joint": list(JOINT_NAMES),
+                              "mpjpe_mm": np.where(jm, e1.cpu().numpy(), np.nan),
+                              "pa_mpjpe_mm": np.where(jm, e2.cpu().numpy(), np.nan)})
+
+    # MPJVE over pairs of consecutive frames of the same sequence and camera
+    order = keys.sort_values(["subject", "action", "camera", "frame"]).index.to_numpy()
+    k_sorted = keys.loc[order]
+    same = ((k_sorted[["subject", "action", "camera"]].to_numpy()[1:]
+             == k_sorted[["subject", "action", "camera"]].to_numpy()[:-1]).all(1)
+            & (np.diff(k_sorted["frame"].to_numpy()) == 1))
+    vnp = valid.cpu().numpy()
+    a, b = order[:-1][same], order[1:][same]
+    ok = vnp[a] & vnp[b]
+    a, b = a[ok], b[ok]
+    pairs = keys.loc[a, ["subject", "action", "camera", "frame"]].reset_index(drop=True)
+    if len(a):
+        ia, ib = torch.from_numpy(a).to(dev), torch.from_numpy(b).to(dev)
+        ps = torch.stack([pred[ia], pred[ib]], dim=1)  # (P, 2, J, 3)
+        ts = torch.stack([target[ia], target[ib]], dim=1)
+        pairs["mpjve_mm"] = (metrics.mpjve(ps, ts, jmask)[:, 0] * 1000).cpu().numpy()
+    else:
+        pairs["mpjve_mm"] = np.zeros(0)
+
+    # averages
+    fv = frames[frames["valid"]]
+    summary: dict[str, float] = {}
+    for k in FRAME_METRICS:
+        name = pck_key(pck_threshold) if k == "pck3d" else k
+        summary[name] = metrics.framewise_mean(torch.tensor(fv[k].to_numpy(np.float64)))
+    summary["mpjve_mm"] = (metrics.framewise_mean(torch.tensor(pairs["mpjve_mm"].to_numpy(np.float64)))
+                           if len(pairs) else float("nan"))
+    for k in ("mpjpe_mm", "pa_mpjpe_mm"):
+        summary[f"{k}_actionwise"] = metrics.actionwise_mean(torch.tensor(fv[k].to_numpy(np.float64)),
+                                                             fv["action"].tolist())[0]
+    if sub_mask is not None:
+        for k in ("mpjpe_mm", "pa_mpjpe_mm"):
+            summary[f"{k}_{subset_name}"] = metrics.framewise_mean(
+                torch.tensor(fv[f"{k}_{subset_name}"].to_numpy(np.float64)))
+    summary["n_frames"] = int(len(fv))
+    summary["valid_fraction"] = float(len(fv) / len(frames))
+
+    per_action = fv.groupby("action", sort=True)[list(FRAME_METRICS)].mean()
+    per_action["n_frames"] = fv.groupby("action", sort=True).size()
+    per_action["mpjve_mm"] = pairs.groupby("action")["mpjve_mm"].mean() if len(pairs) else np.nan
+    per_action = per_action.reset_index()
+
+    aligned_world = gt.to_world(preds, pred.cpu().numpy(), keys)
+    return MethodResult(method=preds.method, path=preds.path, coord_frame=preds.coord_frame,
+                        joints_evaluated=tuple(n for n, m in zip(JOINT_NAMES, jm) if m),
+                        frames=frames, per_joint=per_joint, pairs=pairs, summary=summary,
+                        per_action=per_action, aligned_world=aligned_world, note=note)
+
+
+def evaluate_files(paths: Seq[str | Path], gt: GroundTruth, **kwargs) -> list[MethodResult]:
+    """Load and evaluate every predictions file (all are loaded first, so a bad file fails fast)."""
+    loaded = [load_predictions(p) for p in paths]
+    methods = [p.method for p in loaded]
+    dup = sorted({m for m in methods if methods.count(m) > 1})
+    if dup:
+        raise DataError(f"predictions: method name(s) {dup} appear in more than one file")
+    return [evaluate_predictions(p, gt, **kwargs) for p in loaded]
+
+
+# --------------------------------------------------------------------------- tables
+def _finite(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(float(x), 4)
+
+
+def metrics_json(results: Seq[MethodResult]) -> dict:
+    """The DVC metrics file: one compact entry per method (frame-wise headline + action-wise)."""
+    out = {}
+    for r in results:
+        out[r.method] = {k: (v if isinstance(v, int) else _finite(v)) for k, v in r.summary.items()}
+    return out
+
+
+def per_action_table(results: Seq[MethodResult]) -> pd.DataFrame:
+    """Long table: one row per (method, action); ``label`` = 'method | action' for DVC plots."""
+    rows = []
+    for r in results:
+        t = r.per_action.copy()
+        t.insert(0, "method", r.method)
+        rows.append(t)
+    df = pd.concat(rows, ignore_index=True)
+    df.insert(0, "label", df["method"] + " | " + df["action"])
+    return df
+
+
+def per_joint_table(results: Seq[MethodResult]) -> pd.DataFrame:
+    """Long table: one row per (method, joint); ``label`` = 'method | joint' for DVC plots."""
+    rows = []
+    for r in results:
+        t = r.per_joint.copy()
+        t.insert(0, "method", r.method)
+        rows.append(t)
+    df = pd.concat(rows, ignore_index=True)
+    df.insert(0, "label", df["method"] + " | " + df["joint"])
+    return df
+
+
+def data_summary(results: Seq[MethodResult], gt: GroundTruth, split: str) -> pd.DataFrame:
+    """Per method: the subjects, sequences, frames and cameras its numbers come from."""
+    rows = []
+    for r in results:
+        f = r.frames
+        cams = sorted(c for c in f["camera"].unique() if c)
+        rows.append({
+            "method": r.method, "coord_frame": r.coord_frame,
+            "subjects": ", ".join(sorted(f["subject"].unique())),
+            "sequences": int(f.groupby(["subject", "action"]).ngroups),
+            "rows": int(len(f)), "valid_rows": int(f["valid"].sum()),
+            "distinct_frames": int(f.drop_duplicates(["subject", "action", "frame"]).shape[0]),
+            "cameras": ", ".join(cams) if cams else "(world frame)",
+            "joints": len(r.joints_evaluated),
+        })
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- picture data
+def display_sequence(results: Seq[MethodResult], gt: GroundTruth, n_frames: int = 30, step: int = 2
+                     ) -> tuple[str, str, str, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Pick one test sequence covered by the most methods, for the side-by-side animation.
+
+    Returns (subject, action, camera, frames (T,), ground truth world (T, J, 3),
+    {method: world poses (T, J, 3)}) with NaN where a method lacks a frame. ``camera`` is
+    the camera whose rows camera-frame methods contribute (the first one in sorted order).
+    """
+    cover: dict[tuple[str, str], int] = {}
+    for r in results:
+        for key in r.frames.loc[r.frames["valid"], ["subject", "action"]].drop_duplicates().itertuples(index=False):
+            cover[tuple(key)] = cover.get(tuple(key), 0) + 1
+    if not cover:
+        raise DataError("no valid predictions to draw")
+    best = max(cover.values())
+    subject, action = sorted(k for k, v in cover.items() if v == best)[0]
+    cams = sorted({c for r in results for c in r.frames.loc[
+        (r.frames["subject"] == subject) & (r.frames["action"] == action), "camera"] if c})
+    camera = cams[0] if cams else ""
+    chosen: dict[str, pd.DataFrame] = {}
+    for r in results:
+        f = r.frames
+        sel = (f["subject"] == subject) & (f["action"] == action) & f["valid"]
+        if r.coord_frame == "camera":
+            sel &= f["camera"] == camera
+        chosen[r.method] = f.loc[sel]
+    frame_sets = [set(c["frame"]) for c in chosen.values() if len(c)]
+    common = sorted(set.intersection(*frame_sets)) if frame_sets else []
+    if len(common) < 2:  # no common frames: fall back to the union
+        common = sorted(set.union(*frame_sets))
+    frames = np.asarray(common[::max(step, 1)][:n_frames], np.int64)
+    seq = gt.sequence(subject, action)
+    gt_world = seq.positions_world[frames].astype(np.float64)
+    poses = {}
+    for r in results:
+        c = chosen[r.method]
+        out = np.full((len(frames), NUM_JOINTS, 3), np.nan)
+        pos = pd.Series(c.index.to_numpy(), index=c["frame"].to_numpy())
+        have = np.isin(frames, pos.index.to_numpy())
+        if have.any():
+            out[have] = r.aligned_world[pos.loc[frames[have]].to_numpy()]
+        poses[r.method] = out
+    return subject, action, camera, frames, gt_world, poses
+
+
+# --------------------------------------------------------------------------- report
+def _fmt(x, nd: int = 1) -> str:
+    if x is None:
+        return "—"
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return "—" if not math.isfinite(xf) else f"{xf:.{nd}f}"
+
+
+def _md_table(df: pd.DataFrame, nd: int = 1) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v, nd) if isinstance(v, (float, np.floating)) else str(v)
+                                       for v in row) + " |")
+    return "\n".join(lines)
+
+
+def render_report(results: Seq[MethodResult], gt: GroundTruth, *, split: str, pck_threshold: float,
+                  figures: Mapping[str, str], stage_metrics: Mapping[str, dict],
+                  detect_2d: Mapping | None, subset_name: str = "", joint_subset: Seq[str] = (),
+                  display: tuple | None = None) -> str:
+    """The markdown report a person reads first. ``figures``: {caption: relative path}."""
+    pk = pck_key(pck_threshold)
+    L: list[str] = []
+    L += ["# pose3d evaluation report", ""]
+    L += ["Numbers are on the **synthetic studio** data made by this pipeline (split "
+          f"`{split}`), not on Human3.6M. The published numbers beside them are the seeds' "
+          "**Human3.6M** results: context for the order of magnitude, not a target.", ""]
+    L += ["**Headline = frame-wise mean** over every evaluated row (every test frame of every camera "
+          "for camera-frame methods, every test frame for world-frame methods). "
+          "*Action-wise* = the mean over actions of each action's mean, which is what most "
+          "Human3.6M tables print as \"Avg\"; both are given.", ""]
+    L += ["## Methods", ""]
+    rows = []
+    for r in results:
+        s = r.summary
+        pub = PUBLISHED.get(r.method, {})
+        mark = " †" if r.coord_frame == "reference_camera" else ""
+        rows.append({
+            "method": r.method + mark, "frame": r.coord_frame,
+            "MPJPE P1 (mm)": s["mpjpe_mm"], "P1 action-wise": s["mpjpe_mm_actionwise"],
+            "P-MPJPE P2 (mm)": s["pa_mpjpe_mm"], "P2 action-wise": s["pa_mpjpe_mm_actionwise"],
+            "N-MPJPE (mm)": s["n_mpjpe_mm"], "MPJVE (mm/frame)": s["mpjve_mm"],
+            f"PCK3D@{round(pck_threshold * 1000)}mm (%)": 100 * s[pk], "AUC (%)": 100 * s["auc"],
+            "valid rows (%)": 100 * s["valid_fraction"],
+            "H3.6M P1 published": pub.get("p1_mm"), "H3.6M P2 published": pub.get("p2_mm"),
+        })
+    L += [_md_table(pd.DataFrame(rows)), ""]
+    if any(r.coord_frame == "reference_camera" for r in results):
+        L += ["† Uncalibrated (reference-camera) reconstruction: known only up to a similarity, so "
+              "each sequence is first aligned to the ground truth by one similarity transform; only "
+              "P-MPJPE is directly comparable, MPJPE/N-MPJPE/MPJVE/PCK are *after that alignment*.", ""]
+    if joint_subset:
+        L += [f"### On the `{subset_name}` joint subset ({len(joint_subset)} joints: "
+              f"{', '.join(joint_subset)})", ""]
+        L += [_md_table(pd.DataFrame([{"method": r.method,
+                                       "MPJPE P1 (mm)": r.summary.get(f"mpjpe_mm_{subset_name}"),
+                                       "P-MPJPE P2 (mm)": r.summary.get(f"pa_mpjpe_mm_{subset_name}")}
+                                      for r in results])), ""]
+    L += ["Published sources (all Human3.6M):", ""]
+    for m, p in PUBLISHED.items():
+        L.append(f"- `{m}`: {_fmt(p['p1_mm'])} mm P1" + (f", {_fmt(p['p2_mm'])} mm P2" if p["p2_mm"] else "")
+                 + f" — {p['source']}")
+    L += ["", "Definitions: MPJPE protocol 1 = root (pelvis) aligned; P-MPJPE protocol 2 = after a "
+          "similarity Procrustes per frame; N-MPJPE = root aligned then least-squares scale; MPJVE = "
+          "error of joint velocities between consecutive frames of one sequence (mm per frame); "
+          f"PCK3D = fraction of joints within {round(pck_threshold * 1000)} mm after root alignment; "
+          "AUC = mean PCK3D over thresholds 0..150 mm.", ""]
+    L += ["## Pictures", ""]
+    for cap, rel in figures.items():
+        L += [f"**{cap}**", "", f"![{cap}]({rel})", ""]
+    if display is not None:
+        subj, act, cam, frames = display
+        L += [f"The animation shows `{subj}/{act}` (frames {int(frames[0])}..{int(frames[-1])}"
+              + (f", camera-frame methods from camera `{cam}`" if cam else "") + "); every pose is "
+              "drawn in the world frame, centred on its pelvis.", ""]
+    L += ["## Data the numbers come from", ""]
+    L += [_md_table(data_summary(results, gt, split)), ""]
+    seqs = gt.index[gt.index["split"] == split] if split != "all" else gt.index
+    L += [f"Ground truth: {len(seqs)} `{split}` sequences, {int(seqs['length'].sum())} frames, subjects "
+          f"{', '.join(sorted(seqs['subject'].unique()))}; fps {', '.join(_fmt(f) for f in sorted(seqs['fps'].unique()))}.",
+          ""]
+    for r in results:
+        if len(r.joints_evaluated) < NUM_JOINTS:
+            miss = [n for n in JOINT_NAMES if n not in r.joints_evaluated]
+            L.append(f"- `{r.method}` has no {', '.join(miss)}; its averages use {len(r.joints_evaluated)} joints.")
+    L += [""]
+    if detect_2d:
+        L += ["## 2D detections (stage detect_2d)", ""]
+        L += [_md_table(pd.DataFrame([{"metric": k, "value": v} for k, v in _flatten(detect_2d).items()]), 3), ""]
+    if stage_metrics:
+        L += ["## Per-stage metrics", ""]
+        for name, obj in stage_metrics.items():
+            flat = _flatten(obj)
+            L += [f"### {name}", "", _md_table(pd.DataFrame([{"metric": k, "value": v}
+                                                             for k, v in flat.items()]), 4), ""]
+    L += ["Machine-readable: `reports/metrics.json` (DVC metrics), `reports/plots/per_action.csv`, "
+          "`reports/plots/per_joint.csv` (DVC plots); the evaluate run in MLflow holds every metric "
+          "and these figures.", ""]
+    return "\n".join(L)
+
+
+def _flatten(obj, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    elif isinstance(obj, (list, tuple)):
+        out[prefix[:-1]] = json.dumps(obj)[:80]
+    else:
+        out[prefix[:-1]] = obj
+    return out
+
+
+def flat_metrics(results: Seq[MethodResult]) -> dict[str, float]:
+    """Every number for MLflow: '<method>.<key>' and '<method>.action.<action>.<metric>'."""
+    out: dict[str, float] = {}
+    for r in results:
+        for k, v in r.summary.items():
+            out[f"{r.method}.{k}"] = v
+        for row in r.per_action.itertuples(index=False):
+            d = row._asdict()
+            for k in ("mpjpe_mm", "pa_mpjpe_mm"):
+                out[f"{r.method}.action.{d['action']}.{k}"] = d[k]
+        for row in r.per_joint.itertuples(index=False):
+            out[f"{r.method}.joint.{row.joint}.mpjpe_mm"] = row.mpjpe_mm
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}

@@ -155,3 +155,360 @@ def reconstruct(uv_px: torch.Tensor, depth: torch.Tensor, k: torch.Tensor, K: to
     ``ref_lengths`` (metres): back-project with Z_root = 1, subtract the root, rescale to the
     canonical skeleton."""
     return scale_to_skeleton(root_relative(backproject(uv_px, depth, k, K, dist)), ref_lengths)
+
+
+# =====================================================================================
+# Data: crops + mocap + cameras -> in-memory training/evaluation arrays
+# =====================================================================================
+@dataclass
+class HG3DData:
+    """Crops with everything the three phases need, at the network's input size.
+
+    images (N, S, S, 3) uint8 RGB; keys (DataFrame: subject, action, camera, frame, split);
+    joints_hm (N, J, 2) GT 2D in heatmap coords; rays (N, J, 3) undistorted normalised rays of
+    the GT 2D, (x, y, 1); k (N,) depth unit; depth (N, J) GT depth (module unit, heatmap px);
+    x_cam (N, J, 3) GT camera-frame joints (m); crop_to_image (N, 2, 3) input px -> image px;
+    K (N, 3, 3), dist (N, 5).
+    """
+
+    images: np.ndarray
+    keys: "pd.DataFrame"
+    joints_hm: np.ndarray
+    rays: np.ndarray
+    k: np.ndarray
+    depth: np.ndarray
+    x_cam: np.ndarray
+    crop_to_image: np.ndarray
+    K: np.ndarray
+    dist: np.ndarray
+    input_size: int
+    stride: int
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def rows(self, mask: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(np.asarray(mask))
+
+
+def _resize_affine(size_from: int, size_to: int) -> np.ndarray:
+    """input px (size_to) -> crop px (size_from), pixel centres at integers."""
+    r = size_from / size_to
+    return np.array([[r, 0.0, 0.5 * r - 0.5], [0.0, r, 0.5 * r - 0.5]])
+
+
+def load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size: int, stride: int,
+              subjects: list[str] | None = None, frame_stride: int = 1) -> HG3DData:
+    """Read the extract stage's crops and the studio's mocap/cameras for ``subjects`` (None =
+    all), keeping every ``frame_stride``-th crop; resize crops to ``input_size``."""
+    import cv2
+    import pandas as pd
+
+    from pose3d.data.crops import apply_affine, invert_affine, read_crop_index, read_crops
+    from pose3d.data.io import DataError, load_cameras, read_mocap
+    from pose3d.geometry.camera import world_to_camera
+    from pose3d.heatmaps import crop_to_heatmap
+
+    index = read_crop_index(crops_parquet)
+    keep = np.ones(len(index), bool)
+    if subjects is not None:
+        keep &= index.keys["subject"].isin(list(subjects)).to_numpy()
+    keep &= (np.arange(len(index)) % max(frame_stride, 1)) == 0
+    index = index.select(keep)
+    if len(index) == 0:
+        raise DataError(f"{crops_parquet}: no crops for subjects {subjects}")
+    S = index.crop_size
+    crops = read_crops(crops_h5, index.keys["index"].to_numpy())
+    if S != input_size:
+        interp = cv2.INTER_AREA if S > input_size else cv2.INTER_LINEAR
+        crops = np.stack([cv2.resize(c, (input_size, input_size), interpolation=interp) for c in crops])
+    M = _resize_affine(S, input_size)
+    A = index.crop_to_image.astype(np.float64)  # (N, 2, 3) crop px -> image px
+    c2i = np.concatenate([A[..., :2] @ M[:, :2], A[..., :2] @ M[:, 2:] + A[..., 2:]], -1)
+    joints_in = apply_affine(invert_affine(c2i), index.gt_2d.astype(np.float64))
+    joints_hm = crop_to_heatmap(torch.from_numpy(joints_in), stride).numpy()
+
+    cams = load_cameras(cameras_json)
+    seqs = {(s.subject, s.action): s.positions_world for s in read_mocap(mocap_h5, subjects=subjects)}
+    N, J = len(index), index.gt_2d.shape[1]
+    x_world = np.full((N, J, 3), np.nan)
+    K = np.zeros((N, 3, 3)); R = np.zeros((N, 3, 3)); t = np.zeros((N, 3)); dist = np.zeros((N, 5))
+    keys = index.keys
+    for (subj, act, cam), grp in keys.groupby(["subject", "action", "camera"], sort=False):
+        rows = grp.index.to_numpy()
+        if (subj, act) not in seqs:
+            raise DataError(f"{mocap_h5}: no sequence {subj}/{act} for the crops")
+        if subj not in cams or cam not in cams[subj]:
+            raise DataError(f"{cameras_json}: no camera {subj}/{cam}")
+        c = cams[subj][cam]
+        x_world[rows] = seqs[(subj, act)][grp["frame"].to_numpy()]
+        K[rows], R[rows], t[rows], dist[rows] = c.K, c.R, c.t, c.dist
+    x_cam = world_to_camera(torch.from_numpy(x_world), torch.from_numpy(R), torch.from_numpy(t))
+    Kt, dt = torch.from_numpy(K), torch.from_numpy(dist)
+    k = depth_unit(torch.from_numpy(c2i), Kt, stride)
+    xy = undistort_points(torch.from_numpy(index.gt_2d.astype(np.float64)), Kt, dt, normalized=True)
+    rays = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)
+    return HG3DData(
+        images=crops, keys=keys[["subject", "action", "camera", "frame", "split"]].reset_index(drop=True),
+        joints_hm=joints_hm.astype(np.float32), rays=rays.numpy().astype(np.float32),
+        k=k.numpy().astype(np.float32), depth=depth_target(x_cam, k).numpy().astype(np.float32),
+        x_cam=x_cam.numpy().astype(np.float32), crop_to_image=c2i.astype(np.float32),
+        K=K.astype(np.float32), dist=dist.astype(np.float32), input_size=input_size, stride=stride)
+
+
+# =====================================================================================
+# Training: three phases through the one training loop
+# =====================================================================================
+PHASES = ("2d", "3d", "joint")
+
+
+@dataclass(frozen=True)
+class PhaseSchedule:
+    """Epochs per phase: (1) ``2d``: heatmaps on every training image; (2) ``3d``: heatmaps +
+    depth regression on the 3D-labelled images; (3) ``joint``: all images, depth regression on
+    3D-labelled ones and the geometric constraint on 2D-only ones (Zhou et al. 2017, Sec. 3.3)."""
+
+    epochs_2d: int
+    epochs_3d: int
+    epochs_joint: int
+
+    @property
+    def total(self) -> int:
+        return self.epochs_2d + self.epochs_3d + self.epochs_joint
+
+    def phase(self, epoch: int) -> str:
+        if epoch < self.epochs_2d:
+            return "2d"
+        return "3d" if epoch < self.epochs_2d + self.epochs_3d else "joint"
+
+    def last_epochs(self) -> dict[int, str]:
+        """{last epoch index of each non-empty phase: phase name}."""
+        out, end = {}, 0
+        for name, n in zip(PHASES, (self.epochs_2d, self.epochs_3d, self.epochs_joint)):
+            end += n
+            if n > 0:
+                out[end - 1] = name
+        return out
+
+
+def _flip_batch(images: torch.Tensor, joints_hm: torch.Tensor, W: int, mask: torch.Tensor):
+    """Horizontally flip the images (B, 3, S, S) and GT heatmap coords (B, J, 2) where ``mask``
+    (B,) is set; joints are swapped left/right by name so index j keeps meaning joint j."""
+    from pose3d.skeleton import FLIP_PERM
+
+    perm = list(FLIP_PERM)
+    fj = joints_hm[:, perm].clone()
+    fj[..., 0] = (W - 1) - fj[..., 0]
+    images = torch.where(mask[:, None, None, None], images.flip(-1), images)
+    joints_hm = torch.where(mask[:, None, None], fj, joints_hm)
+    return images, joints_hm
+
+
+def hg3d_losses(model, batch: dict, *, sigma: float, depth_weight: float, geo_weight: float,
+                ref_lengths: torch.Tensor, groups: GeoGroups, use_depth: bool, use_geo: bool
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One step's loss. ``batch``: images (B, 3, S, S), joints_hm (B, J, 2), depth (B, J)
+    (module unit, flipped images keep it: a mirror image has the same depths), rays (B, J, 3),
+    k (B,), has_3d (B,) bool. Returns (total loss, parts for the curves)."""
+    from pose3d.heatmaps import gaussian_targets, weighted_mse
+    from pose3d.models.hg3d import read_depth
+
+    heatmaps, depth_maps = model(batch["images"])
+    B, J, H, W = heatmaps.shape
+    targets, weights = gaussian_targets(batch["joints_hm"], H, W, sigma)
+    loss_2d = weighted_mse(heatmaps, targets, weights)
+    loss = loss_2d
+    parts = {"loss_2d": loss_2d.detach()}
+    if not (use_depth or use_geo):
+        return loss, parts
+    # depth read at the GT 2D location, in heatmap px (the module outputs depth / W)
+    d = read_depth(depth_maps.float(), batch["joints_hm"]) * W  # (B, J)
+    d = d - d[:, ROOT:ROOT + 1]
+    has_3d = batch["has_3d"]
+    if use_depth and bool(has_3d.any()):
+        err = ((d[has_3d] - batch["depth"][has_3d]) / W) ** 2
+        loss_depth = err.mean()
+        loss = loss + depth_weight * loss_depth
+        parts["loss_depth"] = loss_depth.detach()
+    if use_geo and bool((~has_3d).any()):
+        two_d = ~has_3d
+        # the pose from GT 2D (rays) and predicted depth, at Z_root = 1 (the loss is scale-free)
+        pose = (1.0 + batch["k"][two_d, None] * d[two_d])[..., None] * batch["rays"][two_d]
+        loss_geo = geometric_loss(pose, ref_lengths, groups).mean()
+        loss = loss + geo_weight * loss_geo
+        parts["loss_geo"] = loss_geo.detach()
+    return loss, parts
+
+
+@torch.no_grad()
+def predict(model, data: HG3DData, rows: np.ndarray, ref_lengths: torch.Tensor, batch_size: int = 64,
+            device: torch.device | str = "cpu", decode_method: str = "dark", sigma: float = 1.0,
+            channels_last: bool = False) -> np.ndarray:
+    """Root-relative camera-frame 3D (n, J, 3) metres for ``rows`` of ``data``: heatmap maximum
+    (sub-pixel) -> image px; depth read there; back-projected with the crop's camera; rescaled
+    to the canonical skeleton."""
+    from pose3d.data.crops import apply_affine, normalize_images
+    from pose3d.heatmaps import decode, heatmap_to_crop
+    from pose3d.models.hg3d import read_depth
+
+    model.eval()
+    out = []
+    for i in range(0, len(rows), batch_size):
+        r = rows[i:i + batch_size]
+        x = normalize_images(data.images[r]).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        heatmaps, depth_maps = model(x)
+        W = heatmaps.shape[-1]
+        hm_xy, _ = decode(heatmaps.float(), decode_method, sigma)
+        d = read_depth(depth_maps.float(), hm_xy) * W
+        d = (d - d[:, ROOT:ROOT + 1]).double().cpu()
+        uv = apply_affine(torch.from_numpy(data.crop_to_image[r]).double(),
+                          heatmap_to_crop(hm_xy.double().cpu(), data.stride))
+        pose = reconstruct(uv, d, torch.from_numpy(data.k[r]).double(),
+                           torch.from_numpy(data.K[r]).double(), torch.from_numpy(data.dist[r]).double(),
+                           ref_lengths.double())
+        out.append(pose.float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, NUM_JOINTS_OUT, 3), np.float32)
+
+
+NUM_JOINTS_OUT = len(JOINT_NAMES)
+
+
+def score(pred: np.ndarray, data: HG3DData, rows: np.ndarray) -> dict[str, float]:
+    """MPJPE (protocol 1) and P-MPJPE (protocol 2) in mm against the GT camera-frame joints."""
+    from pose3d.metrics import mpjpe, pa_mpjpe
+
+    p = torch.from_numpy(pred).double()
+    g = torch.from_numpy(data.x_cam[rows]).double()
+    return {"mpjpe_mm": 1000 * float(mpjpe(p, g).mean()), "pa_mpjpe_mm": 1000 * float(pa_mpjpe(p, g).mean())}
+
+
+@dataclass(frozen=True)
+class HG3DTrainOptions:
+    """How :func:`train` runs (the stage fills it from params ``hg3d``)."""
+
+    subjects_3d: tuple[str, ...]
+    subjects_2d_only: tuple[str, ...]
+    schedule: PhaseSchedule
+    batch_size: int = 32
+    lr: float = 1e-3
+    sigma: float = 1.0
+    depth_weight: float = 1.0
+    geo_weight: float = 0.1
+    geo_groups: GeoGroups = "side"
+    samples_per_epoch: int = 0  # 0 = the whole phase pool every epoch
+    flip: bool = True
+    eval_max: int = 512  # test crops scored after each epoch (all of them at phase ends)
+
+
+class _Lazy:
+    """A sized iterable that builds each batch when it is reached (images stay uint8 till then)."""
+
+    def __init__(self, make, items):
+        self.make, self.items = make, list(items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return (self.make(i) for i in self.items)
+
+
+def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None, fingerprint: str = ""
+          ) -> tuple[torch.Tensor, list[dict], dict[str, dict[str, float]]]:
+    """Train ``model`` (an :class:`pose3d.models.hg3d.HG3D`) through the three phases with one
+    :class:`pose3d.train.Trainer` whose step function switches by epoch (one checkpoint file,
+    so a run resumes inside any phase). ``data`` holds the training and test crops.
+
+    Returns (canonical bone lengths (E,) m, per-epoch history, per-phase test metrics
+    ``{phase: {mpjpe_mm, pa_mpjpe_mm}}``).
+    """
+    from pose3d.data.crops import normalize_images
+    from pose3d.train import Trainer
+
+    keys = data.keys
+    train_mask = (keys["split"] == "train").to_numpy()
+    is3d = keys["subject"].isin(list(opts.subjects_3d)).to_numpy() & train_mask
+    is2d = keys["subject"].isin(list(opts.subjects_2d_only)).to_numpy() & train_mask
+    if not is3d.any():
+        raise ValueError(f"hg3d.subjects_3d = {list(opts.subjects_3d)}: no training crops "
+                         f"(training subjects: {sorted(set(keys['subject'][train_mask]))})")
+    test_rows = np.flatnonzero((keys["split"] == "test").to_numpy())
+    if len(test_rows) == 0:
+        raise ValueError("hg3d: no test crops to evaluate on")
+    ref_lengths = canonical_bone_lengths(data.x_cam[is3d]).float()
+    pools = {"2d": np.flatnonzero(is3d | is2d), "3d": np.flatnonzero(is3d),
+             "joint": np.flatnonzero(is3d | is2d)}
+    eval_rows = test_rows[:: max(1, len(test_rows) // opts.eval_max)][: opts.eval_max]
+    sched = opts.schedule
+    phase_ends = sched.last_epochs()
+
+    opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    trainer = Trainer({"model": model}, {"model": opt}, config=train_config, run=run)
+    device = trainer.device
+    ref_dev = ref_lengths.to(device)
+    W = data.input_size // data.stride
+
+    def batches(epoch: int):
+        pool = pools[sched.phase(epoch)]
+        rng = np.random.default_rng([train_config.seed, epoch])
+        order = rng.permutation(pool)
+        if opts.samples_per_epoch:
+            order = order[: opts.samples_per_epoch]
+        flips = rng.random(len(order)) < 0.5 if opts.flip else np.zeros(len(order), bool)
+        starts = range(0, len(order) - opts.batch_size + 1, opts.batch_size)  # full batches (BN)
+
+        def make(i):
+            r = order[i:i + opts.batch_size]
+            return {"images": normalize_images(data.images[r]),
+                    "joints_hm": torch.from_numpy(data.joints_hm[r]),
+                    "depth": torch.from_numpy(data.depth[r]), "rays": torch.from_numpy(data.rays[r]),
+                    "k": torch.from_numpy(data.k[r]), "has_3d": torch.from_numpy(is3d[r]),
+                    "flip": torch.from_numpy(flips[i:i + opts.batch_size])}
+
+        return _Lazy(make, starts)
+
+    def step(ctx, batch, epoch):
+        phase = sched.phase(epoch)
+        if opts.flip:
+            batch["images"], batch["joints_hm"] = _flip_batch(batch["images"], batch["joints_hm"], W, batch["flip"])
+        with ctx.autocast():
+            loss, parts = hg3d_losses(
+                model, batch, sigma=opts.sigma, depth_weight=opts.depth_weight,
+                geo_weight=opts.geo_weight, ref_lengths=ref_dev, groups=opts.geo_groups,
+                use_depth=phase in ("3d", "joint"), use_geo=phase == "joint" and opts.geo_weight > 0)
+        ctx.backward_step(loss, "model")
+        return {"loss": loss.detach(), **parts}
+
+    phase_metrics: dict[str, dict[str, float]] = {}
+
+    def evaluate(ctx, epoch):
+        rows = test_rows if epoch in phase_ends else eval_rows
+        pred = predict(model, data, rows, ref_lengths, batch_size=64, device=device, sigma=opts.sigma,
+                       channels_last=train_config.channels_last)
+        m = score(pred, data, rows)
+        if epoch in phase_ends:
+            phase_metrics[phase_ends[epoch]] = m
+        return {f"test_{k}": v for k, v in m.items()}
+
+    history = trainer.fit(step, batches, evaluate=evaluate, fingerprint=fingerprint)
+    # a resumed run skips the evaluations of finished phases: recover them from the history
+    for epoch, name in phase_ends.items():
+        if name not in phase_metrics and epoch < len(history):
+            row = history[epoch]
+            phase_metrics[name] = {k: row[f"test_{k}"] for k in ("mpjpe_mm", "pa_mpjpe_mm")
+                                   if f"test_{k}" in row}
+    return ref_lengths, history, phase_metrics
+
+
+def write_predictions(path, pred: np.ndarray, keys) -> None:
+    """data/predictions/hg3d.parquet: one row per (subject, action, camera, frame), ``joints_3d``
+    (J*3) root-relative camera-frame metres."""
+    from pose3d.data.io import write_table
+
+    write_table(path, {"subject": keys["subject"].tolist(), "action": keys["action"].tolist(),
+                       "camera": keys["camera"].tolist(),
+                       "frame": keys["frame"].to_numpy().astype(np.int64), "joints_3d": pred},
+                {"method": "hg3d", "coord_frame": "camera", "frame": "camera", "root_relative": True,
+                 "units": "m", "joint_names": list(JOINT_NAMES)})

@@ -136,3 +136,65 @@ def test_output_order_converters_round_trip_by_name():
     keep = [i for i, n in enumerate(JOINT_NAMES) if n != "neck_nose"]
     assert torch.equal(hb[:, keep], x[:, keep])
     assert torch.isnan(hb[:, JOINT_INDEX["neck_nose"]]).all()
+
+
+# --------------------------------------------------------------------------- model
+def _tiny_model():
+    from pose3d.models.hg3d import HG3D, HG3DConfig
+
+    torch.manual_seed(0)
+    return HG3D(HG3DConfig(resnet_depth=18, deconv_channels=32, depth_channels=16, depth_blocks=1))
+
+
+def test_model_shapes_and_read_depth():
+    from pose3d.models.hg3d import read_depth
+
+    net = _tiny_model().eval()
+    hm, dm = net(torch.zeros(2, 3, 64, 64))
+    assert hm.shape == dm.shape == (2, 17, 16, 16)
+    with pytest.raises(ValueError, match="HG3D input"):
+        net(torch.zeros(2, 64, 64))
+    # bilinear read at pixel centres and between them
+    maps = torch.arange(16.0).view(1, 1, 4, 4).expand(1, 2, 4, 4).contiguous()
+    xy = torch.tensor([[[1.0, 2.0], [2.5, 0.0]]])
+    assert torch.allclose(read_depth(maps, xy), torch.tensor([[9.0, 2.5]]))
+
+
+def _batch(n: int, has_3d: bool, W: int = 16):
+    g = torch.Generator().manual_seed(3)
+    x = _pose(torch.float32)
+    joints_hm = (x[:, :2] * 8 + 8).expand(n, -1, -1).clone()
+    rays = torch.cat([x[:, :2] / 4, torch.ones(17, 1)], -1).expand(n, -1, -1).clone()
+    return {"images": torch.randn(n, 3, 64, 64, generator=g), "joints_hm": joints_hm,
+            "depth": torch.zeros(n, 17), "rays": rays, "k": torch.full((n,), 0.02),
+            "has_3d": torch.full((n,), has_3d)}
+
+
+def test_gradients_reach_depth_branch_from_2d_only_samples():
+    net = _tiny_model().train()
+    # give the zero-initialised depth output a nonzero start, as after some training
+    torch.nn.init.normal_(net.depth.out.weight, std=0.1)
+    ref = bone_lengths(_pose(torch.float32))
+    loss, parts = hg3d.hg3d_losses(net, _batch(4, has_3d=False), sigma=1.0, depth_weight=1.0,
+                                   geo_weight=1.0, ref_lengths=ref, groups="side",
+                                   use_depth=True, use_geo=True)
+    assert "loss_geo" in parts and "loss_depth" not in parts and float(parts["loss_geo"]) > 0
+    net.zero_grad()
+    # the batch has no 3D labels and the heatmap loss does not reach the depth branch's
+    # parameters, so any gradient there comes from the geometric constraint
+    loss.backward()
+    for name, p in net.depth.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches depth.{name}"
+    # and the shared 2D features get the constraint's gradient too (end-to-end training)
+    assert net.pose.deconv[0].weight.grad.abs().sum() > 0
+
+
+def test_depth_branch_untouched_in_2d_phase_and_without_constraint():
+    net = _tiny_model().train()
+    ref = bone_lengths(_pose(torch.float32))
+    loss, parts = hg3d.hg3d_losses(net, _batch(2, has_3d=False), sigma=1.0, depth_weight=1.0,
+                                   geo_weight=1.0, ref_lengths=ref, groups="side",
+                                   use_depth=True, use_geo=False)
+    loss.backward()
+    assert set(parts) == {"loss_2d"}
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in net.depth.parameters())

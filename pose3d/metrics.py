@@ -59,6 +59,12 @@ def _masked_mean(values: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return v.sum(-1) / m.sum(-1).to(values.dtype)
 
 
+def _hits(err: torch.Tensor, threshold) -> torch.Tensor:
+    """1.0 where ``err <= threshold``, 0.0 above, NaN where err is NaN (so it stays loud)."""
+    hits = (err <= threshold).to(err.dtype)
+    return torch.where(torch.isnan(err), err, hits)
+
+
 def _root_align(x: torch.Tensor, root: int = ROOT) -> torch.Tensor:
     return x - x[..., root:root + 1, :]
 
@@ -144,7 +150,7 @@ def pck3d(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.150,
     """PCK3D: fraction of unmasked joints whose root-aligned error is <= ``threshold`` (metres;
     150 mm as in MPI-INF-3DHP). pred, target (*, J, 3) -> (*) in [0, 1]."""
     err = joint_errors(pred, target, "root")
-    return _masked_mean((err <= threshold).to(err.dtype), _mask(joint_mask, err))
+    return _masked_mean(_hits(err, threshold), _mask(joint_mask, err))
 
 
 def auc_pck3d(pred: torch.Tensor, target: torch.Tensor, max_threshold: float = 0.150,
@@ -156,7 +162,7 @@ def auc_pck3d(pred: torch.Tensor, target: torch.Tensor, max_threshold: float = 0
     err = joint_errors(pred, target, "root")
     m = _mask(joint_mask, err)
     thr = torch.linspace(0, max_threshold, steps, dtype=err.dtype, device=err.device)
-    hits = (err[..., None, :] <= thr[:, None]).to(err.dtype)  # (*, steps, J)
+    hits = _hits(err[..., None, :], thr[:, None])  # (*, steps, J)
     return _masked_mean(hits, m[..., None, :].expand(hits.shape)).mean(-1)
 
 

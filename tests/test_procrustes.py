@@ -89,6 +89,14 @@ def test_mask_ignores_outliers_and_nan():
     # float weights: zero weight = masked; a per-pose (*, J) mask broadcasts too
     w = mask.to(F64).expand(4, 17)
     assert torch.allclose(similarity_procrustes(X, Y_bad, w)[1], R, atol=1e-12)
+    # an unmasked NaN spoils only its own batch element (no SVD error for the batch)
+    s3, R3, t3 = similarity_procrustes(X, Y_bad)
+    assert torch.isnan(s3).all() and torch.isnan(R3).all()
+    Y_one = Y.clone()
+    Y_one[2, 0] = float("nan")
+    s4, R4, _ = similarity_procrustes(X, Y_one)
+    assert torch.isnan(s4).tolist() == [False, False, True, False]
+    assert torch.allclose(R4[[0, 1, 3]], R[[0, 1, 3]], atol=1e-12)
     with pytest.raises(ValueError, match=r"mask: expected last dim 17 \(joints\), got shape \(16,\)"):
         similarity_procrustes(X, Y, torch.ones(16, dtype=torch.bool))
 

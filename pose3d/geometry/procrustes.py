@@ -28,7 +28,8 @@ def similarity_procrustes(X: torch.Tensor, Y: torch.Tensor, mask: torch.Tensor |
     """The similarity ``(s, R, t)`` minimising ``sum_j w_j |s R x_j + t - y_j|^2``.
 
     X, Y (*, J, 3); mask (J,) or (*, J) (bool, or non-negative weights; masked-out joints may
-    hold NaN, they are zeroed before use). Returns s (*), R (*, 3, 3) with det R = +1, t (*, 3).
+    hold NaN, they are zeroed before use; a NaN in an unmasked joint makes that element's
+    (s, R, t) NaN). Returns s (*), R (*, 3, 3) with det R = +1, t (*, 3).
 
     Umeyama, "Least-squares estimation of transformation parameters between two point patterns",
     PAMI 1991, eqs. 34-42, with weights: ``mu_x = sum w x / sum w``; ``Sigma = sum w (y - mu_y)
@@ -50,6 +51,11 @@ def similarity_procrustes(X: torch.Tensor, Y: torch.Tensor, mask: torch.Tensor |
     Xc, Yc = X - mu_x, Y - mu_y
     var_x = (w * Xc * Xc).sum((-2, -1)) / wsum[..., 0, 0]  # (*)
     sigma = (w * Yc).transpose(-1, -2) @ Xc / wsum  # (*, 3, 3)
+    # a NaN in an unmasked joint gives NaN (s, R, t) for that element only, not an SVD error
+    bad = ~torch.isfinite(sigma).all(-1).all(-1) | ~torch.isfinite(var_x)
+    if bool(bad.any()):
+        eye = torch.eye(3, dtype=sigma.dtype, device=sigma.device)
+        sigma = torch.where(bad[..., None, None], eye, sigma)
     U, D, Vh = torch.linalg.svd(sigma)
     d = torch.sign(torch.linalg.det(U) * torch.linalg.det(Vh)).detach()
     d = torch.where(d == 0, torch.ones_like(d), d)
@@ -58,6 +64,11 @@ def similarity_procrustes(X: torch.Tensor, Y: torch.Tensor, mask: torch.Tensor |
     R = (U * S.unsqueeze(-2)) @ Vh
     s = (D * S).sum(-1) / var_x
     t = mu_y[..., 0, :] - s[..., None] * (R @ mu_x[..., 0, :, None])[..., 0]
+    if bool(bad.any()):
+        nan = torch.tensor(float("nan"), dtype=s.dtype, device=s.device)
+        s = torch.where(bad, nan, s)
+        R = torch.where(bad[..., None, None], nan, R)
+        t = torch.where(bad[..., None], nan, t)
     return s, R, t
 
 

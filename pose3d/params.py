@@ -186,3 +186,34 @@ class Base:
 
     def validate(self, p):
         require(self.num_threads >= 0, f"{p}.num_threads", self.num_threads, "must be >= 0")
+
+
+@section("evaluate")
+class Evaluate:
+    #: which mocap split the numbers come from: test | train | all
+    split: Literal["test", "train", "all"] = "test"
+    pck_threshold_mm: float = 150.0
+    auc_max_mm: float = 150.0
+    auc_steps: int = 31
+    #: extra numbers on a joint subset (by H36M-17 name); empty = none. For real mocap, the 13
+    #: reliable joints (all but spine, thorax, neck_nose, head_top).
+    joint_subset: tuple[str, ...] = ()
+    subset_name: str = "subset"
+    #: the side-by-side animation: frames, stride in source frames, playback fps, dpi
+    gif_frames: int = 30
+    gif_step: int = 2
+    gif_fps: float = 10.0
+    gif_dpi: int = 50
+
+    def validate(self, p):
+        from pose3d.skeleton import JOINT_NAMES
+
+        for k in ("pck_threshold_mm", "auc_max_mm", "gif_fps"):
+            require(getattr(self, k) > 0, f"{p}.{k}", getattr(self, k), "must be > 0")
+        require(self.auc_steps >= 2, f"{p}.auc_steps", self.auc_steps, "must be >= 2")
+        for k in ("gif_frames", "gif_step", "gif_dpi"):
+            require(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be >= 1")
+        bad = [n for n in self.joint_subset if n not in JOINT_NAMES]
+        require(not bad, f"{p}.joint_subset", list(self.joint_subset), f"unknown joint names {bad}")
+        require(self.subset_name.isidentifier(), f"{p}.subset_name", self.subset_name,
+                "must be a short identifier (it becomes part of metric keys)")

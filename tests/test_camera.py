@@ -100,6 +100,9 @@ def test_undistort_matches_opencv_and_inverts_projection(random_cameras):
         assert (ours - ideal).abs().max() < 1e-6  # exact inverse of the forward model
         xn = undistort_points(uv, Kt, dt, normalized=True)
         assert torch.allclose(xn, x_cam[..., :2] / x_cam[..., 2:], atol=1e-9)
+        # no distortion: identity on pixels, plain K^-1 for normalised coordinates
+        assert torch.equal(undistort_points(ideal, Kt, None), ideal)
+        assert torch.allclose(undistort_points(ideal, Kt, None, normalized=True), xn, atol=1e-9)
 
 
 def test_panoptic_rig_matches_opencv(panoptic_npz):

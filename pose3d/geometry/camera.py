@@ -26,13 +26,15 @@ def _t(x, like: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def world_to_camera(x_world: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``x_cam = R @ x_world + t``. x (*, J, 3), R (*, 3, 3), t (*, 3) -> (*, J, 3)."""
+    """``x_cam = R @ x_world + t`` (H&Z 6.1, eq. 6.6 with t = -R C). x (*, J, 3) metres,
+    R (*, 3, 3), t (*, 3) metres -> (*, J, 3) metres; camera axes x right, y down, z forward."""
     check_shape(x_world, "* J 3", "x_world")
     return x_world @ R.transpose(-1, -2) + t.unsqueeze(-2)
 
 
 def camera_to_world(x_cam: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``x_world = R^T (x_cam - t)``. Inverse of :func:`world_to_camera`."""
+    """``x_world = R^T (x_cam - t)``: x (*, J, 3), R (*, 3, 3), t (*, 3) -> (*, J, 3). Inverse of
+    :func:`world_to_camera`."""
     check_shape(x_cam, "* J 3", "x_cam")
     return (x_cam - t.unsqueeze(-2)) @ R
 
@@ -55,7 +57,8 @@ def distort_normalized(xy: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 
 
 def normalized_to_pixels(xy: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """(x, y) normalised -> pixels: u = fx x + s y + cx, v = fy y + cy."""
+    """Normalised (x, y) (*, J, 2) -> pixels (*, J, 2): ``u = fx x + s y + cx, v = fy y + cy``
+    with K (*, 3, 3) (H&Z 6.1, eq. 6.10; s is the skew K[0, 1])."""
     Kx = K.unsqueeze(-3)  # (*, 1, 3, 3)
     u = Kx[..., 0, 0] * xy[..., 0] + Kx[..., 0, 1] * xy[..., 1] + Kx[..., 0, 2]
     v = Kx[..., 1, 1] * xy[..., 1] + Kx[..., 1, 2]
@@ -63,7 +66,8 @@ def normalized_to_pixels(xy: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
 
 def pixels_to_normalized(uv: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalized_to_pixels`."""
+    """Pixels (*, J, 2) -> normalised (*, J, 2), ``K^-1 [u v 1]^T``: inverse of
+    :func:`normalized_to_pixels`."""
     Kx = K.unsqueeze(-3)
     y = (uv[..., 1] - Kx[..., 1, 2]) / Kx[..., 1, 1]
     x = (uv[..., 0] - Kx[..., 0, 2] - Kx[..., 0, 1] * y) / Kx[..., 0, 0]
@@ -136,7 +140,11 @@ def undistort_points(uv: torch.Tensor, K: torch.Tensor, dist: torch.Tensor | Non
 
 
 def projection_matrix(K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """P = K [R | t], (*, 3, 4) (H&Z 6.1); for undistorted pixels."""
+    """``P = K [R | t]`` (*, 3, 4) from K (*, 3, 3), R (*, 3, 3), t (*, 3) (H&Z 6.1, eq. 6.8).
+
+    Maps homogeneous world points to *undistorted* pixels: undistort observations first
+    (:func:`undistort_points`) before using P, e.g. in the DLT (H&Z 12.2).
+    """
     return K @ torch.cat([R, t.unsqueeze(-1)], dim=-1)
 
 

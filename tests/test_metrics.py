@@ -199,3 +199,15 @@ def test_real_mocap_invariances(real_mocap_npz):
     assert pa_mpjpe(pred, poses).abs().max() < 1e-9
     assert pa_mpjpe(pred, poses, joint_mask=reliable).abs().max() < 1e-9
     assert (mpjpe(pred, poses) > 0.01).all()
+
+
+def test_float32_inputs_and_gradients():
+    target = _poses(4, seed=12)
+    g = torch.Generator().manual_seed(13)
+    pred = apply_similarity(target, torch.full((4,), 0.9, dtype=F64), random_rotation(4, g),
+                            torch.randn(4, 3, generator=g, dtype=F64))
+    out32 = pa_mpjpe(pred.float(), target.float())
+    assert out32.dtype == torch.float32 and out32.abs().max() < 1e-5  # 10 micrometres
+    p = (target + 0.02 * torch.randn(target.shape, generator=g, dtype=F64)).requires_grad_()
+    for metric in (mpjpe, pa_mpjpe, n_mpjpe):
+        assert torch.autograd.gradcheck(lambda x: metric(x, target), (p,)), metric.__name__

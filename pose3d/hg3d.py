@@ -198,9 +198,11 @@ def _resize_affine(size_from: int, size_to: int) -> np.ndarray:
 
 
 def load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size: int, stride: int,
-              subjects: list[str] | None = None, frame_stride: int = 1) -> HG3DData:
+              subjects: list[str] | None = None, frame_stride: int = 1,
+              include_test: bool = True) -> HG3DData:
     """Read the extract stage's crops and the studio's mocap/cameras for ``subjects`` (None =
-    all), keeping every ``frame_stride``-th crop; resize crops to ``input_size``."""
+    all; with ``include_test`` every test-split crop too), keeping every ``frame_stride``-th
+    training crop; resize crops to ``input_size``."""
     import cv2
     import pandas as pd
 
@@ -210,10 +212,13 @@ def load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size: int, 
     from pose3d.heatmaps import crop_to_heatmap
 
     index = read_crop_index(crops_parquet)
+    test = (index.keys["split"] == "test").to_numpy()
     keep = np.ones(len(index), bool)
     if subjects is not None:
         keep &= index.keys["subject"].isin(list(subjects)).to_numpy()
-    keep &= (np.arange(len(index)) % max(frame_stride, 1)) == 0
+    keep &= ((np.arange(len(index)) % max(frame_stride, 1)) == 0) | test
+    if include_test:
+        keep |= test
     index = index.select(keep)
     if len(index) == 0:
         raise DataError(f"{crops_parquet}: no crops for subjects {subjects}")
@@ -229,7 +234,8 @@ def load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size: int, 
     joints_hm = crop_to_heatmap(torch.from_numpy(joints_in), stride).numpy()
 
     cams = load_cameras(cameras_json)
-    seqs = {(s.subject, s.action): s.positions_world for s in read_mocap(mocap_h5, subjects=subjects)}
+    wanted = sorted(set(index.keys["subject"]))
+    seqs = {(s.subject, s.action): s.positions_world for s in read_mocap(mocap_h5, subjects=wanted)}
     N, J = len(index), index.gt_2d.shape[1]
     x_world = np.full((N, J, 3), np.nan)
     K = np.zeros((N, 3, 3)); R = np.zeros((N, 3, 3)); t = np.zeros((N, 3)); dist = np.zeros((N, 5))
@@ -512,3 +518,102 @@ def write_predictions(path, pred: np.ndarray, keys) -> None:
                        "frame": keys["frame"].to_numpy().astype(np.int64), "joints_3d": pred},
                 {"method": "hg3d", "coord_frame": "camera", "frame": "camera", "root_relative": True,
                  "units": "m", "joint_names": list(JOINT_NAMES)})
+
+
+# =====================================================================================
+# The whole stage: load, train the three phases, predict the test subjects, save
+# =====================================================================================
+def configs_from_params(p) -> tuple["HG3DConfig", HG3DTrainOptions]:
+    """params section ``hg3d`` -> (model config, training options): the one adapter the stage
+    and the benchmark share."""
+    from pose3d.models.hg3d import HG3DConfig
+
+    cfg = HG3DConfig(resnet_depth=p.resnet_depth, depth_channels=p.depth_channels,
+                     depth_blocks=p.depth_blocks)
+    opts = HG3DTrainOptions(
+        subjects_3d=tuple(p.subjects_3d), subjects_2d_only=tuple(p.subjects_2d_only),
+        schedule=PhaseSchedule(p.epochs_2d, p.epochs_3d, p.epochs_joint), batch_size=p.batch_size,
+        lr=p.lr, sigma=p.sigma, depth_weight=p.depth_weight, geo_weight=p.geo_weight,
+        geo_groups=p.geo_groups, samples_per_epoch=p.samples_per_epoch, flip=p.flip)
+    return cfg, opts
+
+
+def _file_digest(*paths) -> str:
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for path in paths:
+        if path is None:
+            continue
+        path = Path(path)
+        h.update(path.name.encode())
+        h.update(path.read_bytes() if path.stat().st_size < 256 << 20 else str(path.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, opts: HG3DTrainOptions,
+             input_size: int, frame_stride: int = 1, pose2d_dir=None, device: str = "auto",
+             cpu_precision: str = "bf16", channels_last: bool = True, seed: int = 0,
+             model_dir=None, predictions=None, checkpoint=None, curves_csv=None, run=None,
+             fingerprint: str = "", progress: bool = True) -> dict:
+    """Train and evaluate one hg3d model; write whichever outputs are given a path.
+
+    Returns the metrics: per phase ``{phase: {mpjpe_mm, pa_mpjpe_mm}}`` on the test subjects,
+    the final ``mpjpe_mm`` / ``pa_mpjpe_mm``, crop counts and seconds.
+    """
+    import json
+    import logging
+    import time
+    from pathlib import Path
+
+    from pose3d.data.io import atomic_path
+    from pose3d.models.hg3d import HG3D
+    from pose3d.train import TrainConfig, load_state, save_model
+
+    log = logging.getLogger("hg3d")
+    t0 = time.time()
+    stride = model_config.stride
+    data = load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size, stride,
+                     subjects=list(opts.subjects_3d) + list(opts.subjects_2d_only),
+                     frame_stride=frame_stride)
+    log.info("hg3d: %d crops loaded in %.1f s", len(data), time.time() - t0)
+    torch.manual_seed(seed)
+    model = HG3D(model_config)
+    init_digest = None
+    if pose2d_dir is not None:
+        pose2d_dir = Path(pose2d_dir)
+        cfg2d = json.loads((pose2d_dir / "config.json").read_text())
+        mine = model_config.pose_config().to_dict()
+        clash = {k: (cfg2d.get(k), v) for k, v in mine.items() if k in cfg2d and cfg2d[k] != v}
+        if clash:
+            raise ValueError(f"{pose2d_dir}/config.json: the 2D model differs from hg3d's 2D module "
+                             f"in {clash} (set hg3d.resnet_depth to match, or hg3d.init_from_2d: false)")
+        model.load_pose2d(load_state(pose2d_dir / "model.pt"))
+        init_digest = pose2d_dir / "model.pt"
+    fp = f"{fingerprint}:{_file_digest(crops_parquet, init_digest)}"
+    tc = TrainConfig(epochs=opts.schedule.total, device=device, cpu_precision=cpu_precision,
+                     channels_last=channels_last, seed=seed,
+                     checkpoint=Path(checkpoint) if checkpoint else None,
+                     curves_csv=Path(curves_csv) if curves_csv else None, desc="train_hg3d",
+                     progress=progress)
+    ref_lengths, history, phases = train(model, data, opts, tc, run=run, fingerprint=fp)
+    dev = next(model.parameters()).device
+    test_rows = np.flatnonzero((data.keys["split"] == "test").to_numpy())
+    pred = predict(model, data, test_rows, ref_lengths, device=dev, sigma=opts.sigma,
+                   channels_last=channels_last)
+    final = score(pred, data, test_rows)
+    train_keys = data.keys[data.keys["split"] == "train"]
+    metrics = {**final, "phases": phases,
+               "n_train_3d": int(train_keys["subject"].isin(list(opts.subjects_3d)).sum()),
+               "n_train_2d_only": int(train_keys["subject"].isin(list(opts.subjects_2d_only)).sum()),
+               "n_test": int(len(test_rows)), "seconds": round(time.time() - t0, 1)}
+    if predictions is not None:
+        write_predictions(predictions, pred, data.keys.iloc[test_rows])
+    if model_dir is not None:
+        model.to("cpu")
+        save_model(model_dir, model, {**model_config.to_dict(), "input_size": input_size,
+                                      "stride": stride, "sigma": opts.sigma,
+                                      "canonical_bone_lengths_m": ref_lengths.tolist(),
+                                      "depth_unit": "heatmap px at the root depth / heatmap width"})
+    return metrics

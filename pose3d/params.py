@@ -217,3 +217,46 @@ class Evaluate:
         require(not bad, f"{p}.joint_subset", list(self.joint_subset), f"unknown joint names {bad}")
         require(self.subset_name.isidentifier(), f"{p}.subset_name", self.subset_name,
                 "must be a short identifier (it becomes part of metric keys)")
+
+
+@section("prepare")
+class Prepare:
+    """Bring your own data: convert a Human3.6M layout into ``data/prepared`` (docs/byod.md)."""
+
+    #: none (default: writes empty files, the studio drives the DAG) | vp3d | h36m_fetch |
+    #: learnable_triangulation | gluon_annot
+    layout: Literal["none", "vp3d", "h36m_fetch", "learnable_triangulation", "gluon_annot"] = "none"
+    #: the layout's main input: data_3d_h36m.npz | processed/ folder | labels .npy | Gluon root
+    source: str = ""
+    #: vp3d only: data_2d_h36m_<source>.npz imported as detections ("" = none)
+    source_2d: str = ""
+    #: camera file for vp3d and h36m_fetch: Martinez cameras.h5 or VideoPose3D-form .json
+    cameras: str = ""
+    #: image root ("" = the layout's usual place; "none" = no image folders)
+    images: str = ""
+    #: VideoPose3D's npz and learnable-triangulation's npy are pickles: read only when true
+    allow_pickle: bool = False
+    subjects: tuple[str, ...] = ("S1", "S5", "S6", "S7", "S8", "S9", "S11")
+    test_subjects: tuple[str, ...] = ("S9", "S11")
+    #: S11 Directions: camera 54138969's video is damaged; drop these actions of S11 when true
+    drop_s11_directions: bool = True
+    s11_directions_actions: tuple[str, ...] = ("Directions-2",)
+    #: S9 sequences with damaged 3D ground truth; dropped when true
+    drop_s9_damaged: bool = True
+    s9_damaged_actions: tuple[str, ...] = ("Greeting-2", "SittingDown-2", "Waiting-1")
+    #: frame sampling: 1 = all frames at 50 fps; n = every n-th frame (50/n fps)
+    every_nth: int = 1
+    source_fps: float = 50.0
+    #: vp3d: cut 2D sequences longer than the 3D (VideoPose3D does); shorter 2D is an error
+    trim_extra_2d: bool = True
+    link_mode: Literal["symlink", "copy"] = "symlink"
+
+    def validate(self, p):
+        require(self.every_nth >= 1, f"{p}.every_nth", self.every_nth, "must be >= 1")
+        require(self.source_fps > 0, f"{p}.source_fps", self.source_fps, "must be > 0")
+        require(self.layout == "none" or bool(self.source), f"{p}.source", self.source,
+                f"required for layout {self.layout}")
+        require(self.layout not in ("vp3d", "h36m_fetch") or bool(self.cameras), f"{p}.cameras",
+                self.cameras, f"layout {self.layout} needs a camera file (cameras.h5 or .json)")
+        require(self.layout == "vp3d" or not self.source_2d, f"{p}.source_2d", self.source_2d,
+                "only the vp3d layout has 2D files")

@@ -208,6 +208,6 @@ def test_float32_inputs_and_gradients():
                             torch.randn(4, 3, generator=g, dtype=F64))
     out32 = pa_mpjpe(pred.float(), target.float())
     assert out32.dtype == torch.float32 and out32.abs().max() < 1e-5  # 10 micrometres
-    p = (target + 0.02 * torch.randn(target.shape, generator=g, dtype=F64)).requires_grad_()
+    p = (target[:2] + 0.02 * torch.randn(target[:2].shape, generator=g, dtype=F64)).requires_grad_()
     for metric in (mpjpe, pa_mpjpe, n_mpjpe):
-        assert torch.autograd.gradcheck(lambda x: metric(x, target), (p,)), metric.__name__
+        assert torch.autograd.gradcheck(lambda x: metric(x, target[:2]), (p,), fast_mode=True), metric.__name__

@@ -32,7 +32,8 @@ def section(name: str):
     """Class decorator: register a frozen dataclass as the schema of params section ``name``."""
 
     def deco(cls):
-        cls = dataclass(frozen=True)(cls)
+        if not dataclasses.is_dataclass(cls):
+            cls = dataclass(frozen=True)(cls)
         cls._section = name
         SECTIONS[name] = cls
         return cls
@@ -188,6 +189,226 @@ class Base:
         require(self.num_threads >= 0, f"{p}.num_threads", self.num_threads, "must be >= 0")
 
 
+# ------------------------------------------------------------------ lift (issue 5)
+@dataclass(frozen=True)
+class _LiftCommon:
+    """Fields shared by the three lifters (each section carries its own copy)."""
+
+    #: 2D input: "gt" = the camera model's projection of the mocap (+ Gaussian noise_px),
+    #: "detections" = data/detections_2d.parquet.
+    input_2d: Literal["gt", "detections"] = "gt"
+    noise_px: float = 0.0
+    #: rotate training poses about the vertical axis and re-project (virtual cameras)
+    virtual_cameras: bool = True
+    virtual_max_deg: float = 180.0
+    flip_aug: bool = True   # mirror training poses left/right (by joint names)
+    flip_tta: bool = True   # average with the mirrored input's prediction at test time
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    lr_decay: float = 0.95  # exponential decay per epoch
+    train_stride: int = 1   # use every k-th training frame (CPU budget)
+
+    def validate(self, p):
+        require(self.noise_px >= 0, f"{p}.noise_px", self.noise_px, "must be >= 0")
+        require(0 <= self.virtual_max_deg <= 180, f"{p}.virtual_max_deg", self.virtual_max_deg,
+                "must be in [0, 180]")
+        require(self.epochs >= 1, f"{p}.epochs", self.epochs, "must be >= 1")
+        require(self.batch_size >= 2, f"{p}.batch_size", self.batch_size, "must be >= 2")
+        require(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
+        require(0 < self.lr_decay <= 1, f"{p}.lr_decay", self.lr_decay, "must be in (0, 1]")
+        require(self.train_stride >= 1, f"{p}.train_stride", self.train_stride, "must be >= 1")
+
+
+@section("martinez")
+class Martinez(_LiftCommon):
+    hidden: int = 1024
+    num_blocks: int = 2
+    dropout: float = 0.5
+    max_norm: float = 1.0
+
+    def validate(self, p):
+        super().validate(p)
+        require(self.hidden >= 1, f"{p}.hidden", self.hidden, "must be >= 1")
+        require(0 <= self.dropout < 1, f"{p}.dropout", self.dropout, "must be in [0, 1)")
+
+
+@section("repnet")
+class RepNet(_LiftCommon):
+    hidden: int = 1000
+    num_blocks: int = 2
+    critic_hidden: int = 100
+    critic_kcs_hidden: int = 1000
+    #: reprojection weight at epoch 0, multiplied by reproj_growth each epoch up to reproj_max
+    reproj_weight: float = 1.0
+    reproj_growth: float = 1.3
+    reproj_max: float = 10.0
+    camera_weight: float = 1.0
+    adv_weight: float = 1.0
+    gp_weight: float = 10.0
+    critic_steps: int = 2
+    critic_lr: float = 1e-4
+
+    def validate(self, p):
+        super().validate(p)
+        require(self.reproj_weight >= 0, f"{p}.reproj_weight", self.reproj_weight, "must be >= 0")
+        require(self.reproj_growth >= 1, f"{p}.reproj_growth", self.reproj_growth, "must be >= 1")
+        require(self.critic_steps >= 1, f"{p}.critic_steps", self.critic_steps, "must be >= 1")
+
+
+@section("temporal")
+class Temporal(_LiftCommon):
+    filter_widths: tuple[int, ...] = (3, 3, 3)
+    causal: bool = False
+    dropout: float = 0.25
+    channels: int = 512
+    traj_channels: int = 256
+    traj_weight: float = 1.0
+    #: semi-supervision: 3D labels only for labeled_subjects ([] = every train subject);
+    #: unlabeled_subjects contribute 2D only (reprojection through the known intrinsics and
+    #: the temporal discriminator). A subject may not be in both.
+    labeled_subjects: tuple[str, ...] = ()
+    unlabeled_subjects: tuple[str, ...] = ()
+    reproj_weight: float = 1.0
+    adv_weight: float = 0.05
+    bone_weight: float = 1.0
+    gp_weight: float = 10.0
+    gan_frames: int = 9       # length of the 3D sequences the discriminator judges
+    critic_lr: float = 1e-4
+
+    def validate(self, p):
+        super().validate(p)
+        require(len(self.filter_widths) >= 1 and all(w >= 1 and w % 2 == 1 for w in self.filter_widths),
+                f"{p}.filter_widths", self.filter_widths, "must be odd positive integers")
+        require(not set(self.labeled_subjects) & set(self.unlabeled_subjects),
+                f"{p}.unlabeled_subjects", self.unlabeled_subjects, "overlaps labeled_subjects")
+        require(self.gan_frames >= 7, f"{p}.gan_frames", self.gan_frames, "must be >= 7")
+
+
+# ------------------------------------------------------------------ 2D pose (issue 4)
+@section("extract")
+class Extract:
+    crop_size: int = 128            # S: crops are S x S (the 2D network's input size)
+    frame_stride: int = 1           # keep frames 0, k, 2k, ... of every video
+    box_source: Literal["gt", "background"] = "gt"
+    box_margin: float = 0.25        # square box side = max(w, h) of the person * (1 + margin)
+    bg_frames: int = 25             # frames sampled per video for the median background
+    bg_threshold: float = 30.0      # |frame - background| (0..255) above which a pixel is foreground
+    on_error: Literal["raise", "skip"] = "raise"  # a corrupt/truncated video: fail, or skip and count
+    compression: int = 1            # gzip level of crops.h5 (0-9)
+
+    def validate(self, p):
+        require(16 <= self.crop_size <= 1024 and self.crop_size % 32 == 0, f"{p}.crop_size",
+                self.crop_size, "must be a multiple of 32 in [32, 1024]")
+        require(self.frame_stride >= 1, f"{p}.frame_stride", self.frame_stride, "must be >= 1")
+        require(self.box_margin >= 0, f"{p}.box_margin", self.box_margin, "must be >= 0")
+        require(self.bg_frames >= 3, f"{p}.bg_frames", self.bg_frames, "must be >= 3")
+        require(0 < self.bg_threshold < 255, f"{p}.bg_threshold", self.bg_threshold, "must be in (0, 255)")
+        require(0 <= self.compression <= 9, f"{p}.compression", self.compression, "must be in [0, 9]")
+
+
+@section("pose2d")
+class Pose2D:
+    depth: Literal[18, 34, 50, 101, 152] = 18
+    deconv_channels: int = 256
+    deconv_kernel: Literal[2, 3, 4] = 4
+    num_deconv: int = 3
+    sigma: float = 1.5              # Gaussian target sigma, heatmap pixels
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 1e-3                # Adam
+    lr_steps: tuple[int, ...] = (6, 7)  # epochs after which lr *= lr_factor
+    lr_factor: float = 0.1
+    weight_decay: float = 0.0
+    max_train_crops: int = 0        # 0 = every train crop; else an evenly spaced subset
+    val_max_crops: int = 512        # test-subject crops scored after every epoch
+    channels_last: bool = True
+    # augmentation
+    aug_scale: float = 0.25
+    aug_rotation: float = 30.0      # degrees (sigma; clipped at 2 sigma)
+    aug_rotation_prob: float = 0.6
+    aug_flip_prob: float = 0.5
+    aug_color: float = 0.2
+    aug_brightness: float = 0.2
+    aug_shift: float = 0.05
+    # decoding (validation)
+    flip_test: bool = True
+    decode: Literal["argmax", "quarter", "dark"] = "dark"
+
+    def validate(self, p):
+        require(self.num_deconv in (1, 2, 3), f"{p}.num_deconv", self.num_deconv, "must be 1, 2 or 3")
+        require(self.sigma > 0, f"{p}.sigma", self.sigma, "must be > 0")
+        require(self.epochs >= 1, f"{p}.epochs", self.epochs, "must be >= 1")
+        require(self.batch_size >= 2, f"{p}.batch_size", self.batch_size, "must be >= 2")
+        require(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
+        require(0 < self.lr_factor <= 1, f"{p}.lr_factor", self.lr_factor, "must be in (0, 1]")
+        require(self.max_train_crops >= 0, f"{p}.max_train_crops", self.max_train_crops, "must be >= 0")
+        require(self.val_max_crops >= 1, f"{p}.val_max_crops", self.val_max_crops, "must be >= 1")
+        require(0 <= self.aug_scale < 1, f"{p}.aug_scale", self.aug_scale, "must be in [0, 1)")
+        for k in ("aug_rotation_prob", "aug_flip_prob"):
+            require(0 <= getattr(self, k) <= 1, f"{p}.{k}", getattr(self, k), "must be in [0, 1]")
+
+
+@section("detect")
+class Detect:
+    batch_size: int = 64
+    flip_test: bool = True
+    decode: Literal["argmax", "quarter", "dark"] = "dark"
+    precision: Literal["fp32", "bf16"] = "bf16"  # backbone precision; heatmaps are decoded in fp32
+    figure_crops: int = 16          # test crops drawn in reports/figures/detect_2d_crops.png
+
+    def validate(self, p):
+        require(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be >= 1")
+        require(self.figure_crops >= 1, f"{p}.figure_crops", self.figure_crops, "must be >= 1")
+
+
+# ------------------------------------------------------------------ hg3d (issue 9)
+@section("hg3d")
+class HG3DParams:
+    """Image -> 3D, pose-hg-3d style (Zhou et al. 2017): stage ``train_hg3d``."""
+
+    #: training subjects that keep their 3D labels / that are treated as 2D-only
+    subjects_3d: list[str] = field(default_factory=lambda: ["S1", "S5"])
+    subjects_2d_only: list[str] = field(default_factory=lambda: ["S6", "S7", "S8"])
+    input_size: int = 128
+    resnet_depth: int = 18
+    depth_channels: int = 128
+    depth_blocks: int = 1
+    init_from_2d: bool = True  # start the 2D module from models/pose2d (the 2D stage)
+    epochs_2d: int = 1      # phase 1: heatmaps on all training images
+    epochs_3d: int = 2      # phase 2: + depth regression on the 3D-labelled images
+    epochs_joint: int = 3   # phase 3: all images; depth on 3D ones, constraint on 2D-only ones
+    samples_per_epoch: int = 2048  # 0 = every crop of the phase's pool each epoch
+    frame_stride: int = 1   # use every k-th crop
+    batch_size: int = 32
+    lr: float = 1.0e-3
+    sigma: float = 1.0      # heatmap Gaussian sigma, heatmap px
+    depth_weight: float = 1.0
+    geo_weight: float = 0.1  # 0 turns the geometric constraint off
+    geo_groups: Literal["side", "all"] = "side"
+    flip: bool = True
+    channels_last: bool = True
+
+    def validate(self, p):
+        require(len(self.subjects_3d) > 0, f"{p}.subjects_3d", self.subjects_3d, "needs at least one subject")
+        both = sorted(set(self.subjects_3d) & set(self.subjects_2d_only))
+        require(not both, f"{p}.subjects_2d_only", self.subjects_2d_only, f"overlaps subjects_3d in {both}")
+        require(self.input_size % 32 == 0 and self.input_size >= 64, f"{p}.input_size", self.input_size,
+                "must be a multiple of 32, >= 64")
+        require(self.resnet_depth in (18, 34, 50, 101, 152), f"{p}.resnet_depth", self.resnet_depth,
+                "must be 18, 34, 50, 101 or 152")
+        for k in ("epochs_2d", "epochs_3d", "epochs_joint", "samples_per_epoch", "depth_blocks"):
+            require(getattr(self, k) >= 0, f"{p}.{k}", getattr(self, k), "must be >= 0")
+        require(self.epochs_3d + self.epochs_joint >= 1, f"{p}.epochs_3d", self.epochs_3d,
+                "phases 2 and 3 together need at least one epoch (the depth branch)")
+        require(self.frame_stride >= 1, f"{p}.frame_stride", self.frame_stride, "must be >= 1")
+        require(self.batch_size >= 2, f"{p}.batch_size", self.batch_size, "must be >= 2")
+        for k in ("lr", "sigma", "depth_channels"):
+            require(getattr(self, k) > 0, f"{p}.{k}", getattr(self, k), "must be > 0")
+        for k in ("depth_weight", "geo_weight"):
+            require(getattr(self, k) >= 0, f"{p}.{k}", getattr(self, k), "must be >= 0")
+
+
 @section("evaluate")
 class Evaluate:
     #: which mocap split the numbers come from: test | train | all
@@ -260,3 +481,54 @@ class Prepare:
                 self.cameras, f"layout {self.layout} needs a camera file (cameras.h5 or .json)")
         require(self.layout == "vp3d" or not self.source_2d, f"{p}.source_2d", self.source_2d,
                 "only the vp3d layout has 2D files")
+
+
+@section("studio")
+class Studio:
+    """The studio (stage ``studio``): procedural or real mocap filmed by a Human3.6M-like rig."""
+
+    #: procedural = synthetic subjects and actions; mocap = real mocap from ``mocap_path``
+    source: Literal["procedural", "mocap"] = "procedural"
+    #: subject -> split (train | test); for source mocap the subject ids of the mocap data
+    subjects: dict[str, str] = field(default_factory=lambda: {
+        "S1": "train", "S5": "train", "S6": "train", "S7": "train", "S8": "train",
+        "S9": "test", "S11": "test"})
+    #: procedural actions (Human3.6M names); for source mocap a filter on take names ([] = all)
+    actions: tuple[str, ...] = ("Directions", "Discussion", "Eating", "Greeting", "Phoning",
+                                "Photo", "Posing", "Purchases", "Sitting", "SittingDown",
+                                "Smoking", "Waiting", "WalkDog", "Walking", "WalkTogether")
+    seconds: float = 4.0          # per procedural sequence (mocap takes: at most max_seconds)
+    max_seconds: float = 10.0
+    fps: float = 10.0
+    width: int = 512
+    height: int = 512
+    num_cameras: int = 4
+    camera_distance: float = 4.5  # m from the volume centre
+    camera_height: float = 1.5    # m above the floor
+    seed: int = 0
+    #: real mocap: the shared npz, or a folder <subject>/<take>.bvh|.amc (one .asf per subject)
+    mocap_path: str = ""
+    #: BVH files carry no unit: metres per file unit (CMU: 1/0.45 inch = 0.0564444 m)
+    bvh_unit_m: float = 0.0564444
+    render: bool = True           # false: only mocap.h5 and cameras.json (fast)
+    workers: int = 0              # render processes; 0 = all CPU cores
+
+    def validate(self, p):
+        require(self.fps > 0, f"{p}.fps", self.fps, "must be > 0")
+        require(self.seconds > 0, f"{p}.seconds", self.seconds, "must be > 0")
+        require(self.max_seconds > 0, f"{p}.max_seconds", self.max_seconds, "must be > 0")
+        require(self.width >= 32 and self.height >= 32, f"{p}.width", (self.width, self.height),
+                "images must be at least 32x32")
+        require(self.num_cameras >= 1, f"{p}.num_cameras", self.num_cameras, "must be >= 1")
+        require(self.camera_distance > 1.0, f"{p}.camera_distance", self.camera_distance, "must be > 1 m")
+        require(self.workers >= 0, f"{p}.workers", self.workers, "must be >= 0")
+        require(self.bvh_unit_m > 0, f"{p}.bvh_unit_m", self.bvh_unit_m, "must be > 0")
+        require(len(self.subjects) > 0, f"{p}.subjects", self.subjects, "needs at least one subject")
+        for s, split in self.subjects.items():
+            require(split in ("train", "test"), f"{p}.subjects.{s}", split, "split must be train or test")
+        require(self.source == "procedural" or bool(self.mocap_path), f"{p}.mocap_path",
+                self.mocap_path, "required when source is mocap")
+        if self.source == "procedural":
+            from pose3d.data.studio.motion import ACTIONS
+            for a in self.actions:
+                require(a in ACTIONS, f"{p}.actions", a, f"unknown action (known: {', '.join(ACTIONS)})")

@@ -673,6 +673,7 @@ def write_prepared(out_dir: str | os.PathLike, dataset: Dataset | None, *, sourc
     det = {k: [] for k in ("subject", "action", "camera", "frame")}
     det_kp, det_sc, det_sources = [], [], set()
     with atomic_dir(out_dir) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the prepared folder is ordinary data
         videos = tmp / "videos"
         videos.mkdir()
         mocap = []

@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence as Seq
@@ -52,7 +53,8 @@ import pandas as pd
 import torch
 
 from pose3d import metrics
-from pose3d.data.io import DataError, Sequence, column_points, read_table
+from pose3d.data.io import (DataError, Sequence, atomic_path, column_points, load_cameras, read_mocap,
+                            read_table, video_path, write_json)
 from pose3d.geometry.camera import Camera, camera_to_world, world_to_camera
 from pose3d.geometry.procrustes import apply_similarity, similarity_procrustes
 from pose3d.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, ROOT, reorder
@@ -256,6 +258,7 @@ class MethodResult:
     per_action: pd.DataFrame  # action + FRAME_METRICS + mpjve_mm + n_frames
     aligned_world: np.ndarray  # (N, J, 3) predictions in the world frame (after alignment)
     note: str = ""
+    reference_camera: str | None = None
 
 
 def _sequence_similarity(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
@@ -401,7 +404,8 @@ def evaluate_predictions(preds: Predictions, gt: GroundTruth, split: str = "test
     return MethodResult(method=preds.method, path=preds.path, coord_frame=preds.coord_frame,
                         joints_evaluated=tuple(n for n, m in zip(JOINT_NAMES, jm) if m),
                         frames=frames, per_joint=per_joint, pairs=pairs, summary=summary,
-                        per_action=per_action, aligned_world=aligned_world, note=note)
+                        per_action=per_action, aligned_world=aligned_world, note=note,
+                        reference_camera=preds.reference_camera)
 
 
 def evaluate_files(paths: Seq[str | Path], gt: GroundTruth, **kwargs) -> list[MethodResult]:
@@ -463,7 +467,9 @@ def data_summary(results: Seq[MethodResult], gt: GroundTruth, split: str) -> pd.
             "sequences": int(f.groupby(["subject", "action"]).ngroups),
             "rows": int(len(f)), "valid_rows": int(f["valid"].sum()),
             "distinct_frames": int(f.drop_duplicates(["subject", "action", "frame"]).shape[0]),
-            "cameras": ", ".join(cams) if cams else "(world frame)",
+            "cameras": (", ".join(cams) if cams else
+                        f"reference {r.reference_camera}" if r.coord_frame == "reference_camera"
+                        else "(world frame)"),
             "joints": len(r.joints_evaluated),
         })
     return pd.DataFrame(rows)
@@ -530,8 +536,8 @@ def _md_table(df: pd.DataFrame, nd: int = 1) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
     for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v, nd) if isinstance(v, (float, np.floating)) else str(v)
-                                       for v in row) + " |")
+        lines.append("| " + " | ".join(_fmt(v, nd) if isinstance(v, (float, np.floating)) or v is None
+                                       else str(v) for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -607,13 +613,13 @@ def render_report(results: Seq[MethodResult], gt: GroundTruth, *, split: str, pc
     L += [""]
     if detect_2d:
         L += ["## 2D detections (stage detect_2d)", ""]
-        L += [_md_table(pd.DataFrame([{"metric": k, "value": v} for k, v in _flatten(detect_2d).items()]), 3), ""]
+        L += [_md_table(pd.DataFrame([{"metric": k, "value": v} for k, v in _flatten(detect_2d).items()], dtype=object), 3), ""]
     if stage_metrics:
         L += ["## Per-stage metrics", ""]
         for name, obj in stage_metrics.items():
             flat = _flatten(obj)
             L += [f"### {name}", "", _md_table(pd.DataFrame([{"metric": k, "value": v}
-                                                             for k, v in flat.items()]), 4), ""]
+                                                             for k, v in flat.items()], dtype=object), 4), ""]
     L += ["Machine-readable: `reports/metrics.json` (DVC metrics), `reports/plots/per_action.csv`, "
           "`reports/plots/per_joint.csv` (DVC plots); the evaluate run in MLflow holds every metric "
           "and these figures.", ""]
@@ -645,3 +651,154 @@ def flat_metrics(results: Seq[MethodResult]) -> dict[str, float]:
         for row in r.per_joint.itertuples(index=False):
             out[f"{r.method}.joint.{row.joint}.mpjpe_mm"] = row.mpjpe_mm
     return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+# --------------------------------------------------------------------------- the whole stage
+#: figure file names written by :func:`run_evaluation` into ``figures_dir`` (dvc.yaml lists them)
+FIGURES = {
+    "methods": "evaluate_methods.png",
+    "per_action": "evaluate_per_action.png",
+    "per_joint": "evaluate_per_joint.png",
+    "skeletons": "evaluate_skeletons.gif",
+    "detections": "evaluate_detections_2d.png",
+    "curves": "evaluate_curves.png",
+}
+
+
+def load_stage_metrics(paths: Seq[str | Path]) -> dict[str, dict]:
+    """{file stem: JSON object} for per-stage metrics files; a missing or bad file is an error."""
+    out = {}
+    for p in map(Path, paths):
+        if not p.exists():
+            raise DataError(f"{p}: stage metrics file not found")
+        try:
+            out[p.stem] = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}: not valid JSON ({e})") from e
+    return out
+
+
+def detection_frame(detections: str | Path, subject: str, action: str, camera: str, frame: int
+                    ) -> tuple[dict, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The detections row nearest to (subject, action, camera, frame) -> (key, kp (J,2), scores (J,), names).
+
+    Falls back to the same sequence on any camera, then to the first row of the file.
+    """
+    table, meta = read_table(detections)
+    for c in ("subject", "action", "camera", "frame", "keypoints_px"):
+        if c not in table.column_names:
+            raise DataError(f"{detections}: missing column {c!r}")
+    names = tuple(meta.get("joint_names") or JOINT_NAMES)
+    keys = table.select(["subject", "action", "camera", "frame"]).to_pandas()
+    if len(keys) == 0:
+        raise DataError(f"{detections}: no rows")
+    same = (keys["subject"] == subject) & (keys["action"] == action)
+    pick = same & (keys["camera"] == camera) if camera else same
+    cand = keys[pick] if pick.any() else (keys[same] if same.any() else keys)
+    i = int((cand["frame"] - frame).abs().idxmin())
+    row = table.slice(i, 1)
+    kp = column_points(row, "keypoints_px", (len(names), 2))[0]
+    scores = (column_points(row, "scores", (len(names),))[0] if "scores" in table.column_names
+              else np.ones(len(names), np.float32))
+    return keys.iloc[i].to_dict(), kp, scores, names
+
+
+def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[str | Path],
+                   detections: str | Path | None, videos_dir: str | Path | None,
+                   curves: Seq[str | Path], stage_metrics: Seq[str | Path], metrics_out: str | Path,
+                   plots_dir: str | Path, figures_dir: str | Path, report: str | Path,
+                   split: str = "test", pck_threshold: float = 0.150, auc_max: float = 0.150,
+                   auc_steps: int = 31, joint_subset: Seq[str] = (), subset_name: str = "subset",
+                   gif_frames: int = 30, gif_step: int = 2, gif_fps: float = 10.0, gif_dpi: int = 50,
+                   device: str | torch.device = "cpu") -> dict:
+    """Evaluate every predictions file and write metrics, plot tables, figures and the report.
+
+    Every input is read (and validated) before anything is written. Returns {"results",
+    "metrics", "figures" (name -> path), "flat" (every number, for MLflow)}.
+    """
+    from pose3d import viz  # matplotlib only when pictures are drawn
+
+    gt = GroundTruth(read_mocap(mocap), load_cameras(cameras))
+    results = evaluate_files(predictions, gt, split=split, pck_threshold=pck_threshold,
+                             auc_max=auc_max, auc_steps=auc_steps, joint_subset=joint_subset,
+                             subset_name=subset_name, device=device)
+    stage_objs = load_stage_metrics(stage_metrics)
+    for c in curves:
+        if not Path(c).exists():
+            raise DataError(f"{c}: training curves file not found")
+
+    figures_dir, plots_dir, report = Path(figures_dir), Path(plots_dir), Path(report)
+    figs = {k: figures_dir / v for k, v in FIGURES.items()}
+    mj = metrics_json(results)
+    ref = [r.method for r in results if r.coord_frame == "reference_camera"]
+    viz.bar_methods(mj, figs["methods"], marked=ref)
+    pa, pj = per_action_table(results), per_joint_table(results)
+    viz.bar_grouped(pa, "action", figs["per_action"], title="MPJPE per action (P1)")
+    viz.bar_grouped(pj, "joint", figs["per_joint"], title="MPJPE per joint (P1, root-aligned)")
+    subj, act, cam, frames, gt_w, poses = display_sequence(results, gt, gif_frames, gif_step)
+    viz.animate_skeletons(gt_w, poses, figs["skeletons"], fps=gif_fps, dpi=gif_dpi,
+                          title=f"{subj}/{act}", frame_labels=frames)
+    _detections_figure(viz, gt, detections, videos_dir, subj, act, cam, int(frames[len(frames) // 2]),
+                       figs["detections"])
+    viz.plot_curves(list(curves), figs["curves"])
+
+    with_atomic_csv(pa, plots_dir / "per_action.csv")
+    with_atomic_csv(pj, plots_dir / "per_joint.csv")
+    captions = {
+        "Error per method (mm; frame-wise)": figs["methods"],
+        "MPJPE per action and method": figs["per_action"],
+        "MPJPE per joint and method": figs["per_joint"],
+        "Ground truth and every method, one test sequence": figs["skeletons"],
+        "2D detections on a video frame (left blue, right red; ground truth white dots)": figs["detections"],
+        "Training curves": figs["curves"],
+    }
+    rel = {c: os.path.relpath(p, report.parent) for c, p in captions.items()}
+    detect = next((v for k, v in stage_objs.items() if k == "detect_2d"), None)
+    md = render_report(results, gt, split=split, pck_threshold=pck_threshold, figures=rel,
+                       stage_metrics={k: v for k, v in stage_objs.items() if k != "detect_2d"},
+                       detect_2d=detect, subset_name=subset_name, joint_subset=joint_subset,
+                       display=(subj, act, cam, frames))
+    with atomic_path(report) as tmp:
+        tmp.write_text(md)
+    write_json(metrics_out, mj)  # last: DVC's metrics appear only when everything else is there
+    return {"results": results, "metrics": mj, "figures": figs, "flat": flat_metrics(results)}
+
+
+def with_atomic_csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.4f")
+
+
+def _detections_figure(viz, gt: GroundTruth, detections, videos_dir, subject: str, action: str,
+                       camera: str, frame: int, out: Path) -> None:
+    """2D detections (and projected ground truth) on the matching video frame.
+
+    Without a detections file, the ground truth projection is drawn instead; without a readable
+    video, a grey canvas of the camera's size is used. Either case is written on the picture.
+    """
+    note = []
+    if detections is not None:
+        key, kp, scores, names = detection_frame(detections, subject, action, camera, frame)
+        subject, action, camera, frame = key["subject"], key["action"], key["camera"], int(key["frame"])
+    else:
+        kp, scores, names = None, None, JOINT_NAMES
+        note.append("no detections: ground truth projection")
+    cams = gt.cameras.get(subject, {})
+    cam = cams.get(camera) or (next(iter(cams.values())) if cams else None)
+    gt_kp = None
+    if cam is not None:
+        gt_kp = cam.project(gt.sequence(subject, action).positions_world[frame].astype(np.float64))
+    img = None
+    if videos_dir is not None and cam is not None:
+        try:
+            img = viz.read_video_frame(video_path(videos_dir, subject, action, cam.name or camera), frame)
+        except DataError as e:
+            log.warning("%s; drawing on a blank canvas", e)
+            note.append("video unavailable")
+    if img is None:
+        w, h = (cam.width, cam.height) if cam is not None else (640, 480)
+        img = np.full((h, w, 3), 90, np.uint8)
+    if kp is None:
+        kp, gt_kp = gt_kp, None
+    title = f"{subject}/{action} {camera} frame {frame}" + (f" ({'; '.join(note)})" if note else "")
+    viz.overlay_2d(img, kp, out, scores=scores, gt_kp=gt_kp, joint_names=names, title=title)

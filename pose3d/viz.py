@@ -98,33 +98,36 @@ def _to_plot(joints: np.ndarray, up: int) -> np.ndarray:
 
 def plot_skeleton_3d(ax, joints: np.ndarray, color: str = GT_COLOR, joint_names: Sequence[str] = JOINT_NAMES,
                      lw: float = 2.0, up: int = 2, center: bool = True, radius: float | None = None):
-    """Draw a pose (J, 3) metres on a 3D axis; returns the bone line artists.
+    """Draw a pose (J, 3) metres on a 3D axis; returns the artists (one line, bones split by NaN).
 
     ``up``: the world axis drawn vertically; ``center``: subtract the pelvis; ``radius``: set
-    equal axis limits of +-radius (metres) around the origin.
+    equal axis limits of +-radius (metres) around the origin. One artist per skeleton keeps
+    animations fast (matplotlib's 3D drawing cost is per artist).
     """
-    lines = []
-    for _ in bones_for(joint_names):
-        (ln,) = ax.plot([0, 0], [0, 0], [0, 0], color=color, lw=lw)
-        lines.append(ln)
+    (ln,) = ax.plot([0.0], [0.0], [0.0], color=color, lw=lw)
+    lines = [ln]
     update_skeleton_3d(lines, joints, joint_names, up=up, center=center)
     if radius is not None:
         for setter in (ax.set_xlim3d, ax.set_ylim3d, ax.set_zlim3d):
             setter(-radius, radius)
-        ax.set_box_aspect((1, 1, 1))
+        ax.set_box_aspect((1, 1, 1), zoom=1.4)
     return lines
 
 
 def update_skeleton_3d(lines, joints: np.ndarray, joint_names: Sequence[str] = JOINT_NAMES,
                        up: int = 2, center: bool = True) -> None:
-    """Move the artists of :func:`plot_skeleton_3d` to a new pose (NaN hides a bone)."""
+    """Move the artists of :func:`plot_skeleton_3d` to a new pose (NaN joints hide their bones)."""
     j = np.asarray(joints, dtype=np.float64)
     if center and "pelvis" in joint_names:
         r = list(joint_names).index("pelvis")
         j = j - j[r]
     p = _to_plot(j, up)
-    for ln, (a, b, _) in zip(lines, bones_for(joint_names)):
-        ln.set_data_3d(p[[a, b], 0], p[[a, b], 1], p[[a, b], 2])
+    bones = bones_for(joint_names)
+    seg = np.full((len(bones), 3, 3), np.nan)  # (bone, [parent, child, gap], xyz)
+    seg[:, 0] = p[[a for a, _, _ in bones]]
+    seg[:, 1] = p[[b for _, b, _ in bones]]
+    seg = seg.reshape(-1, 3)
+    lines[0].set_data_3d(seg[:, 0], seg[:, 1], seg[:, 2])
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, tuple]:
@@ -186,51 +189,61 @@ def bar_grouped(table: pd.DataFrame, category: str, path: str | Path, metric: st
 
 # --------------------------------------------------------------------------- animation
 def animate_skeletons(gt: np.ndarray, poses: Mapping[str, np.ndarray], path: str | Path,
-                      fps: float = 10.0, dpi: int = 50, title: str = "",
-                      radius: float | None = None) -> Path:
+                      fps: float = 10.0, dpi: int = 70, title: str = "",
+                      radius: float | None = None, frame_labels: Sequence[int] | None = None) -> Path:
     """GIF: ground truth and every method's pose side by side, frame by frame.
 
     gt (T, J, 3) world metres; poses {method: (T, J, 3)} in the same world frame (NaN = missing).
     Each panel is centred on its own pelvis; the vertical axis is the world's up axis.
+    ``frame_labels`` (T,): the source frame numbers shown in the title.
     """
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    from PIL import Image  # matplotlib's own dependency
 
     T = gt.shape[0]
     up = up_axis(gt)
+    c = gt - gt[:, ROOT:ROOT + 1]
     if radius is None:
-        c = gt - gt[:, ROOT:ROOT + 1]
         radius = float(np.nanmax(np.abs(c))) * 1.05 if np.isfinite(c).any() else 1.0
+    floor = float(np.nanmin(c[..., up])) if np.isfinite(c).any() else -radius  # pelvis-relative
+    labels = list(frame_labels) if frame_labels is not None else list(range(T))
     panels = [("ground truth", gt, GT_COLOR)]
     colors = method_colors(list(poses))
     panels += [(m, p, colors[m]) for m, p in poses.items()]
     n = len(panels)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig = plt.figure(figsize=(2.2 * cols, 2.3 * rows + 0.3))
+    fig = plt.figure(figsize=(2.2 * cols, 2.3 * rows + 0.3), dpi=dpi)
     artists = []
     for k, (name, seq, color) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
         ax.view_init(elev=12, azim=-70)
-        ax.set_xticklabels([])
-        ax.set_yticklabels([])
-        ax.set_zticklabels([])
+        ax.set_axis_off()  # panes and ticks cost most of the drawing time
         ax.set_title(name, fontsize=8)
         lines = plot_skeleton_3d(ax, seq[0], color=color, up=up, radius=radius, lw=1.5)
+        f = radius * np.array([[-1, -1], [1, -1], [1, 1], [-1, 1], [-1, -1]]) * 0.8
+        # a floor square at the lowest ground-truth joint, for depth cues
+        ax.plot(f[:, 0], f[:, 1], np.full(5, floor), color="0.7", lw=0.8)
         artists.append((lines, seq))
-    label = fig.suptitle(f"{title} frame 0", fontsize=9)
+    label = fig.suptitle(f"{title} frame {labels[0]}", fontsize=9)
     fig.tight_layout()
 
     def step(t):
         for lines, seq in artists:
             update_skeleton_3d(lines, seq[t], up=up)  # a missing (NaN) frame draws nothing
-        label.set_text(f"{title} frame {t}")
-        return []
+        label.set_text(f"{title} frame {labels[t]}")
 
-    anim = FuncAnimation(fig, step, frames=T, blit=False)
+    # one draw per frame (FuncAnimation + PillowWriter draws each frame three times)
+    images = []
+    for t in range(T):
+        step(t)
+        fig.canvas.draw()
+        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()))
+    plt.close(fig)
     path = Path(path)
     with atomic_path(path, suffix=path.suffix) as tmp:  # Pillow picks the format by suffix
-        anim.save(str(tmp), writer=PillowWriter(fps=fps), dpi=dpi)
-    plt.close(fig)
+        pal = [im.quantize(colors=64, method=Image.Quantize.MEDIANCUT) for im in images]
+        pal[0].save(tmp, save_all=True, append_images=pal[1:], duration=int(round(1000 / fps)), loop=0,
+                    optimize=False)
     return path
 
 

@@ -180,3 +180,71 @@ def test_tables_json_report(tmp_path, gt):
     md = render_report([a], gt, split="test", pck_threshold=0.15, figures={"bars": "figures/x.png"},
                        stage_metrics={"lift_martinez": {"val_mpjpe_mm": 50.0}}, detect_2d={"pck_0.5": 0.9})
     assert "Human3.6M" in md and "27.4" in md and "figures/x.png" in md and "val_mpjpe_mm" in md
+
+
+@pytest.fixture()
+def studio(tmp_path, gt):
+    """A tiny studio layout on disk: mocap, cameras, two predictions, detections, a video, curves."""
+    from pose3d.data.io import save_cameras, write_mocap
+
+    d = tmp_path / "data"
+    write_mocap(d / "mocap.h5", gt.sequences)
+    save_cameras(d / "cameras.json", gt.cameras)
+    kc = pd.concat([_keys(gt, camera="c0"), _keys(gt, camera="c1")], ignore_index=True)
+    kw = _keys(gt)
+    cam = load_predictions(_write(d / "tmp.parquet", kc, np.zeros((len(kc), J, 3)), "camera"))
+    preds = [_write(d / "predictions" / "martinez.parquet", kc, gt.target(cam, kc) + 0.02, "camera"),
+             _write(d / "predictions" / "triangulate_ransac.parquet", kw, gt.world(kw) + 0.001, "world")]
+    (d / "tmp.parquet").unlink()
+    kp = np.concatenate([gt.cameras["S9"][c].project(gt.world(kw)) for c in ("c0", "c1")])
+    write_table(d / "detections_2d.parquet",
+                {"subject": np.asarray(kc["subject"], str), "action": np.asarray(kc["action"], str),
+                 "camera": np.asarray(kc["camera"], str), "frame": kc["frame"].to_numpy(np.int64),
+                 "keypoints_px": kp, "scores": np.ones((len(kc), J))}, {})
+    curves = d / "curves_lift_martinez.csv"
+    pd.DataFrame({"epoch": [0, 1], "loss": [2.0, 1.0]}).to_csv(curves, index=False)
+    stage = d / "lift_martinez.json"
+    stage.write_text(json.dumps({"val_mpjpe_mm": 61.0}))
+    return {"dir": d, "mocap": d / "mocap.h5", "cameras": d / "cameras.json", "predictions": preds,
+            "detections": d / "detections_2d.parquet", "curves": [curves], "stage_metrics": [stage]}
+
+
+def test_run_evaluation_writes_everything(tmp_path, studio):
+    from pose3d.evaluation import FIGURES, run_evaluation
+
+    out = tmp_path / "reports"
+    res = run_evaluation(mocap=studio["mocap"], cameras=studio["cameras"], predictions=studio["predictions"],
+                         detections=studio["detections"], videos_dir=studio["dir"] / "videos",
+                         curves=studio["curves"], stage_metrics=studio["stage_metrics"],
+                         metrics_out=out / "metrics.json", plots_dir=out / "plots",
+                         figures_dir=out / "figures", report=out / "report.md", gif_frames=3, gif_dpi=30)
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m) == {"martinez", "triangulate_ransac"}
+    assert m["martinez"]["mpjpe_mm"] == pytest.approx(0.0, abs=1e-3)  # constant offset, root-aligned
+    assert m["triangulate_ransac"]["n_frames"] == 10 and m["martinez"]["n_frames"] == 20
+    for name in FIGURES.values():
+        assert (out / "figures" / name).stat().st_size > 500, name
+    assert len(pd.read_csv(out / "plots" / "per_joint.csv")) == 2 * J
+    md = (out / "report.md").read_text()
+    assert "figures/evaluate_skeletons.gif" in md and "val_mpjpe_mm" in md
+    assert res["flat"]["martinez.mpjpe_mm"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_stage_missing_prediction_fails_cleanly(tmp_path, studio, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    params = tmp_path / "params.yaml"
+    params.write_text("base: {mlflow: false, device: cpu}\nevaluate: {gif_frames: 3}\n")
+    out = tmp_path / "reports"
+    cmd = [sys.executable, str(repo / "stages" / "evaluate.py"), "--params", str(params),
+           "--mocap", str(studio["mocap"]), "--cameras", str(studio["cameras"]),
+           "--predictions", str(studio["predictions"][0]), str(studio["dir"] / "predictions" / "hg3d.parquet"),
+           "--metrics", str(out / "metrics.json"), "--plots-dir", str(out / "plots"),
+           "--figures-dir", str(out / "figures"), "--report", str(out / "report.md")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "hg3d.parquet: file not found" in r.stderr
+    assert not out.exists()  # nothing half-written

@@ -424,7 +424,7 @@ class Evaluate:
     gif_frames: int = 30
     gif_step: int = 2
     gif_fps: float = 10.0
-    gif_dpi: int = 50
+    gif_dpi: int = 70
 
     def validate(self, p):
         from pose3d.skeleton import JOINT_NAMES

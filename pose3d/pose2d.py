@@ -1,0 +1,426 @@
+"""SimpleBaseline 2D pose: the training step, inference with flip test, detection, metrics.
+
+The stages ``train_2d`` and ``detect_2d`` are thin wrappers around this module:
+
+* :func:`make_step` -> the step function for :class:`pose3d.train.Trainer` (Gaussian targets
+  made on the device from crop coordinates, target-weighted MSE);
+* :class:`EpochBatches` -> ``train_batches(epoch)``: shuffled with ``default_rng([seed, epoch])``,
+  augmentation seeded per (seed, epoch, item), so a resumed run sees the same data;
+* :func:`predict` -> crop-pixel coordinates and confidences (flip test, DARK / quarter offset);
+* :func:`detect_file` -> the whole crops.h5, streamed, mapped to full-image pixels;
+* :func:`pck_metrics` -> PCK@0.05 / @0.1 of the box size, mean pixel error, per 1000 px of
+  image width, per joint.
+
+Glossary: N crops, B batch, J joints, S crop size, H/W heatmap size, stride = S / H.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pose3d.data.crops import (CropDataset, CropIndex, apply_affine, invert_affine,
+                               iter_crop_blocks, normalize_images)
+from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_targets,
+                             heatmap_to_crop, weighted_mse)
+from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
+from pose3d.skeleton import JOINT_NAMES, PARENTS
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- training
+def make_step(stride: int, sigma: float):
+    """Step function: batch (images (B, 3, S, S), joints (B, J, 2) crop px, weights (B, J))."""
+
+    def step(ctx, batch, epoch):
+        images, joints, weights = batch
+        model = ctx.modules["model"]
+        with ctx.autocast():
+            hm = model(images)
+        _, _, H, W = hm.shape
+        targets, inside = gaussian_targets(crop_to_heatmap(joints, stride), H, W, sigma)
+        loss = weighted_mse(hm.float(), targets, weights * inside)
+        ctx.backward_step(loss, "model")
+        return {"loss": loss.detach()}
+
+    return step
+
+
+class EpochBatches:
+    """``train_batches(epoch)`` for the Trainer: a sized iterable of collated batches."""
+
+    def __init__(self, dataset: CropDataset, batch_size: int, seed: int, drop_last: bool = True):
+        self.dataset, self.batch_size, self.seed, self.drop_last = dataset, batch_size, seed, drop_last
+
+    def __call__(self, epoch: int) -> "_Epoch":
+        return _Epoch(self, epoch)
+
+
+class _Epoch:
+    def __init__(self, parent: EpochBatches, epoch: int):
+        self.p, self.epoch = parent, epoch
+        n, b = len(parent.dataset), parent.batch_size
+        self.n_batches = n // b if parent.drop_last else -(-n // b)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self):
+        ds, b = self.p.dataset, self.p.batch_size
+        ds.set_epoch(self.epoch)
+        perm = np.random.default_rng([self.p.seed, self.epoch]).permutation(len(ds))
+        for k in range(self.n_batches):
+            yield ds.batch(perm[k * b:(k + 1) * b])
+
+
+def joints_in_crops(index: CropIndex) -> np.ndarray:
+    """GT 2D of each crop (N, J, 2) mapped from image px into crop px."""
+    return apply_affine(index.image_to_crop(), index.gt_2d.astype(np.float64)).astype(np.float32)
+
+
+def build_model(config: PoseResNetConfig) -> PoseResNet:
+    return PoseResNet(config)
+
+
+# --------------------------------------------------------------------------- inference
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict(model: PoseResNet, crops: np.ndarray | torch.Tensor, *, flip: bool = True,
+            method: str = "dark", sigma: float = 1.5, precision: str = "fp32",
+            channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of uint8 crops (B, S, S, 3) -> (coords (B, J, 2) crop px, scores (B, J)).
+
+    The backbone may run in bf16 (``precision``); the 1x1 heatmap layer and the decoding run in
+    float32 so that sub-pixel refinement is not limited by bf16's 8-bit mantissa.
+    Flip test: heatmaps of the mirrored crop are mirrored back (joints swapped by name) and
+    averaged with the direct ones before decoding.
+    """
+    device = next(model.parameters()).device
+    x = normalize_images(torch.as_tensor(crops).to(device))
+    S = x.shape[-1]
+    if flip:
+        x = torch.cat([x, x.flip(-1)])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, precision):
+        f = model.features(x)
+    hm = model.final(f.float())
+    if flip:
+        B = hm.shape[0] // 2
+        hm = 0.5 * (hm[:B] + flip_heatmaps(hm[B:]))
+    coords, scores = decode(hm.float(), method=method, sigma=sigma)
+    return heatmap_to_crop(coords, S // hm.shape[-1]), scores
+
+
+def predict_array(model: PoseResNet, crops: np.ndarray, batch_size: int = 64, **kw
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """All crops of an in-memory array (N, S, S, 3) -> (coords (N, J, 2), scores (N, J))."""
+    cs, ss = [], []
+    for i in range(0, len(crops), batch_size):
+        c, s = predict(model, crops[i:i + batch_size], **kw)
+        cs.append(c.cpu().numpy())
+        ss.append(s.cpu().numpy())
+    J = model.config.num_joints
+    if not cs:
+        return np.zeros((0, J, 2), np.float32), np.zeros((0, J), np.float32)
+    return np.concatenate(cs), np.concatenate(ss)
+
+
+def detect_file(model: PoseResNet, crops_h5: str | os.PathLike, index: CropIndex, batch_size: int = 64,
+                progress: bool = True, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model over every crop of crops.h5 (streamed) -> (keypoints (N, J, 2) full-image px,
+    scores (N, J)) in the row order of ``index`` (which must cover h5 rows 0..N-1)."""
+    rows = index.keys["index"].to_numpy()
+    N = len(rows)
+    if not np.array_equal(np.sort(rows), np.arange(N)):
+        raise ValueError(f"{crops_h5}: the crop index does not cover rows 0..{N - 1} exactly")
+    J = model.config.num_joints
+    coords = np.zeros((N, J, 2), np.float32)
+    scores = np.zeros((N, J), np.float32)
+    bar = tqdm(total=N, desc="detect_2d", unit="crop", disable=not progress, mininterval=2.0)
+    for start, block in iter_crop_blocks(crops_h5, block=batch_size):
+        c, s = predict(model, block, **kw)
+        coords[start:start + len(block)] = c.cpu().numpy()
+        scores[start:start + len(block)] = s.cpu().numpy()
+        bar.update(len(block))
+    bar.close()
+    # h5 row r -> index position
+    pos = np.empty(N, np.int64)
+    pos[rows] = np.arange(N)
+    coords_by_row = np.empty_like(coords)
+    coords_by_row[pos] = coords
+    scores_by_row = np.empty_like(scores)
+    scores_by_row[pos] = scores
+    keypoints = apply_affine(index.crop_to_image.astype(np.float64), coords_by_row.astype(np.float64))
+    return keypoints.astype(np.float32), scores_by_row
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- metrics
+def pck_metrics(pred_px: np.ndarray, gt_px: np.ndarray, box_size: np.ndarray,
+                image_width: np.ndarray, joint_names=JOINT_NAMES) -> dict:
+    """2D accuracy in full-image pixels.
+
+    pred_px, gt_px (N, J, 2); box_size (N,) side of the square person box in px; image_width (N,).
+    PCK@a = fraction of joints with error <= a * box_size (a = 0.05, 0.1). The error per
+    1000 px is ``err / image_width * 1000`` (resolution-independent). NaN GT joints are skipped.
+    """
+    err = np.linalg.norm(np.asarray(pred_px, np.float64) - gt_px, axis=-1)  # (N, J)
+    valid = np.isfinite(err)
+    box = np.asarray(box_size, np.float64)[:, None]
+    per1000 = err / np.asarray(image_width, np.float64)[:, None] * 1000.0
+
+    def m(x, mask):
+        return float(np.mean(x[mask])) if mask.any() else float("nan")
+
+    out = {
+        "pck_0.05": m(err <= 0.05 * box, valid),
+        "pck_0.1": m(err <= 0.1 * box, valid),
+        "mean_px_error": m(err, valid),
+        "median_px_error": float(np.median(err[valid])) if valid.any() else float("nan"),
+        "mean_px_error_per_1000px": m(per1000, valid),
+        "num_crops": int(len(err)),
+        "per_joint": {},
+    }
+    for j, name in enumerate(joint_names):
+        v = valid[:, j]
+        out["per_joint"][name] = {"pck_0.1": m((err <= 0.1 * box)[:, j], v),
+                                  "mean_px_error": m(err[:, j], v),
+                                  "mean_px_error_per_1000px": m(per1000[:, j], v)}
+    return out
+
+
+def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Nested metrics -> {'per_joint.l_wrist.pck_0.1': value} for MLflow."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update(flat_metrics(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def make_evaluate(crops: np.ndarray, index: CropIndex, image_width: np.ndarray, *, batch_size: int,
+                  flip: bool, method: str, sigma: float, precision: str, channels_last: bool):
+    """``evaluate(ctx, epoch)`` for the Trainer: PCK / pixel error on held-out crops."""
+    box = index.bbox_xyxy[:, 2] - index.bbox_xyxy[:, 0]
+
+    def evaluate(ctx, epoch):
+        model = ctx.modules["model"]
+        coords, _ = predict_array(model, crops, batch_size=batch_size, flip=flip, method=method,
+                                  sigma=sigma, precision=precision, channels_last=channels_last)
+        pred = apply_affine(index.crop_to_image.astype(np.float64), coords.astype(np.float64))
+        m = pck_metrics(pred, index.gt_2d, box, image_width)
+        return {f"val_{k}": v for k, v in m.items() if not isinstance(v, dict)}
+
+    return evaluate
+
+
+# --------------------------------------------------------------------------- figure
+def draw_crop_grid(path: str | os.PathLike, crops: np.ndarray, pred_crop: np.ndarray,
+                   gt_crop: np.ndarray, titles: list[str] | None = None, cols: int = 4) -> None:
+    """A grid of crops (n, S, S, 3) with predicted (red) and ground-truth (green) skeletons
+    (n, J, 2) in crop pixels; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pose3d.data.io import atomic_path
+
+    n = len(crops)
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(crops[k])
+        for pts, colour in ((gt_crop[k], "lime"), (pred_crop[k], "red")):
+            for j, p in enumerate(PARENTS):
+                if p >= 0:
+                    ax.plot([pts[j, 0], pts[p, 0]], [pts[j, 1], pts[p, 1]], "-", color=colour, lw=1.2)
+            ax.plot(pts[:, 0], pts[:, 1], ".", color=colour, ms=3)
+        if titles:
+            ax.set_title(titles[k], fontsize=7)
+    fig.suptitle("green: ground truth, red: prediction", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the fit
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """k (or all n when k <= 0 or k >= n) evenly spaced indices into range(n)."""
+    if k <= 0 or k >= n:
+        return np.arange(n)
+    return np.linspace(0, n - 1, k).round().astype(np.int64)
+
+
+def image_widths(index: CropIndex) -> np.ndarray:
+    """Width in px of the full image of every crop, from the crops.parquet metadata."""
+    sizes = index.meta.get("image_size", {})
+    cams = index.keys["camera"].to_numpy()
+    missing = sorted(set(cams) - set(sizes))
+    if missing:
+        raise KeyError(f"crops.parquet metadata 'image_size' lacks cameras {missing}")
+    return np.array([sizes[c][0] for c in cams], np.float64)
+
+
+def split_crops(index: CropIndex, max_train: int, max_val: int
+                ) -> tuple[CropIndex, CropIndex]:
+    """(train subset, validation subset) of the crop index: train split vs test split,
+    each evenly thinned to at most max_train / max_val crops (0 = all train crops)."""
+    split = index.keys["split"].to_numpy()
+    train = index.select(split == "train")
+    val = index.select(split == "test")
+    if len(train) == 0:
+        raise ValueError("no crops of the 'train' split")
+    if len(val) == 0:
+        log.warning("no crops of the 'test' split: validating on train crops")
+        val = train
+    return train.select(evenly_spaced(len(train), max_train)), val.select(evenly_spaced(len(val), max_val))
+
+
+def fit(crops_h5, index: CropIndex, *, model_config: PoseResNetConfig, trainer_config, run=None,
+        fingerprint: str = "", max_train_crops: int = 0, val_max_crops: int = 512,
+        batch_size: int = 32, lr: float = 1e-3, lr_steps=(), lr_factor: float = 0.1,
+        weight_decay: float = 0.0, sigma: float = 1.5, augmentation=None, flip_test: bool = True,
+        decode_method: str = "dark") -> tuple[PoseResNet, list[dict], dict]:
+    """Train pose_resnet on the train-split crops; validate on the test split after every epoch.
+
+    Returns (model in eval mode, history, final validation metrics with per-joint values).
+    """
+    from pose3d.data.crops import NO_AUGMENTATION, read_crops
+    from pose3d.train import Trainer
+
+    train_idx, val_idx = split_crops(index, max_train_crops, val_max_crops)
+    log.info("train_2d: %d train crops, %d validation crops (of %d)", len(train_idx), len(val_idx), len(index))
+    train_crops = read_crops(crops_h5, train_idx.keys["index"].to_numpy())
+    val_crops = read_crops(crops_h5, val_idx.keys["index"].to_numpy())
+    dataset = CropDataset(train_crops, joints_in_crops(train_idx), augmentation or NO_AUGMENTATION,
+                          seed=trainer_config.seed)
+    torch.manual_seed(trainer_config.seed)
+    model = build_model(model_config)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=lr_factor)
+    trainer = Trainer({"model": model}, {"model": opt}, {"model": sched}, config=trainer_config, run=run)
+    cl = bool(trainer_config.channels_last)
+    precision = "bf16" if (trainer.device.type == "cpu" and trainer_config.cpu_precision == "bf16") else "fp32"
+    widths = image_widths(val_idx)
+    kw = dict(batch_size=64, flip=flip_test, method=decode_method, sigma=sigma, precision=precision,
+              channels_last=cl)
+    evaluate = make_evaluate(val_crops, val_idx, widths, **kw)
+    history = trainer.fit(make_step(model_config.stride, sigma), EpochBatches(dataset, batch_size, trainer_config.seed),
+                          evaluate, fingerprint=fingerprint)
+    model.eval()
+    coords, _ = predict_array(model, val_crops, **kw)
+    pred = apply_affine(val_idx.crop_to_image.astype(np.float64), coords.astype(np.float64))
+    final = pck_metrics(pred, val_idx.gt_2d, val_idx.bbox_xyxy[:, 2] - val_idx.bbox_xyxy[:, 0], widths)
+    return model, history, final
+
+
+# --------------------------------------------------------------------------- detect stage
+def load_model(model_dir: Path, device: str = "auto") -> tuple[PoseResNet, dict]:
+    """models/pose2d/{model.pt, config.json} -> (model in eval mode on the device, config dict)."""
+    import json
+
+    from pose3d.train import load_state, resolve_device
+
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path}: model config not found")
+    cfg = json.loads(cfg_path.read_text())
+    keys = ("depth", "num_joints", "deconv_channels", "deconv_kernel", "num_deconv")
+    model = PoseResNet(PoseResNetConfig(**{k: int(cfg[k]) for k in keys}))
+    model.load_state_dict(load_state(model_dir / "model.pt"))
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    if dev.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model, cfg
+
+
+def write_detections(path, index: CropIndex, keypoints_px: np.ndarray, scores: np.ndarray,
+                     model_hash: str) -> None:
+    """data/detections_2d.parquet: subject, action, camera, frame, keypoints_px (J*2 image px),
+    scores (J); metadata joint_names, model_hash, image_size {camera: [w, h]}, units."""
+    from pose3d.data.io import write_table
+
+    k = index.keys
+    order = np.lexsort((k["frame"].to_numpy(), k["camera"].to_numpy(), k["action"].to_numpy(),
+                        k["subject"].to_numpy()))
+    cols = {"subject": k["subject"].to_numpy()[order].tolist(),
+            "action": k["action"].to_numpy()[order].tolist(),
+            "camera": k["camera"].to_numpy()[order].tolist(),
+            "frame": k["frame"].to_numpy()[order].astype(np.int64),
+            "keypoints_px": keypoints_px[order].reshape(len(order), -1),
+            "scores": scores[order].reshape(len(order), -1)}
+    meta = {"joint_names": list(index.meta.get("joint_names", JOINT_NAMES)), "model_hash": model_hash,
+            "image_size": index.meta.get("image_size", {}), "units": "px",
+            "keypoints": "full-image pixels (distorted, as in the video), x y per joint",
+            "scores": "heatmap peak per joint (flip-averaged)"}
+    write_table(path, cols, meta)
+
+
+def run_detection(model: PoseResNet, crops_h5, index: CropIndex, model_path, out_parquet, metrics_json,
+                  figure_png, *, batch_size: int = 64, flip: bool = True, method: str = "dark",
+                  sigma: float = 1.5, precision: str = "fp32", figure_crops: int = 16,
+                  seed: int = 0, progress: bool = True) -> dict:
+    """Detect on every crop, write the detections Parquet, test-split metrics JSON and the figure.
+
+    Returns the metrics dict (test split; every crop when there is no test split).
+    """
+    from pose3d.data.crops import read_crops
+    from pose3d.data.io import write_json
+
+    cl = next(model.parameters()).device.type == "cpu"
+    kw = dict(flip=flip, method=method, sigma=sigma, precision=precision, channels_last=cl)
+    keypoints, scores = detect_file(model, crops_h5, index, batch_size=batch_size, progress=progress, **kw)
+    write_detections(out_parquet, index, keypoints, scores, file_sha256(model_path))
+    test = index.keys["split"].to_numpy() == "test"
+    if not test.any():
+        test = np.ones(len(index), bool)
+    sub = index.select(test)
+    metrics = pck_metrics(keypoints[test], sub.gt_2d, sub.bbox_xyxy[:, 2] - sub.bbox_xyxy[:, 0],
+                          image_widths(sub))
+    metrics["split"] = "test" if (index.keys["split"] == "test").any() else "all"
+    metrics["num_detections"] = int(len(index))
+    metrics["mean_score"] = float(scores[test].mean())
+    write_json(metrics_json, metrics)
+    # figure: a seeded sample of test crops
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(sub), size=min(figure_crops, len(sub)), replace=False))
+    crops = read_crops(crops_h5, sub.keys["index"].to_numpy()[pick])
+    itc = sub.image_to_crop()[pick]
+    pred_c = apply_affine(itc, keypoints[test][pick].astype(np.float64))
+    gt_c = apply_affine(itc, sub.gt_2d[pick].astype(np.float64))
+    titles = [f"{r.subject} {r.action} {r.camera} #{r.frame}" for r in sub.keys.iloc[pick].itertuples()]
+    draw_crop_grid(figure_png, crops, pred_c, gt_c, titles)
+    return metrics

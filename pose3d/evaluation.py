@@ -29,8 +29,9 @@ Frames of reference:
   alignment-invariant numbers mean something there: P-MPJPE exactly, and MPJPE / MPJVE / PCK
   *after this sequence-level similarity alignment*; the report marks them.
 
-Missing joints: a joint that is NaN in every row (a layout without it, e.g. pose-hg-3d has no
-neck_nose) is left out of that method's averages (``joints_evaluated``). A row with NaN in any
+Missing joints: a joint that is NaN in every row of the predictions (a layout without it, e.g.
+pose-hg-3d has no neck_nose) or of the ground truth is left out of that method's averages
+(``joints_evaluated``). A row with NaN in any
 other evaluated joint is a failed prediction: excluded from the averages and counted in
 ``valid_fraction``.
 
@@ -187,7 +188,8 @@ class GroundTruth:
         m = keys[["subject", "action"]].merge(self.index, on=["subject", "action"], how="left")
         unknown = m["offset"].isna()
         if unknown.any():
-            bad = sorted({f"{a}/{b}" for a, b in m.loc[unknown, ["subject", "action"]].itertuples(index=False)})
+            pairs = m.loc[unknown, ["subject", "action"]].itertuples(index=False)
+            bad = sorted({f"{a}/{b}" for a, b in pairs})
             raise DataError(f"{where}: {int(unknown.sum())} rows name sequences absent from the "
                             f"ground truth: {bad[:5]}")
         frames = keys["frame"].to_numpy()
@@ -313,8 +315,8 @@ def evaluate_predictions(preds: Predictions, gt: GroundTruth, split: str = "test
     pred = torch.from_numpy(preds.joints[keep]).to(dev, torch.float64)  # (N, J, 3)
     target = torch.from_numpy(gt.target(preds, keys)).to(dev, torch.float64)
 
-    present = ~torch.isnan(pred).all(-1).all(0)  # (J,) joints the layout has
-    jmask = present.clone()
+    # (J,) joints both the prediction layout and the ground truth have (in some row)
+    jmask = ~torch.isnan(pred).all(-1).all(0) & ~torch.isnan(target).all(-1).all(0)
     valid = ~torch.isnan(pred[:, jmask]).any(-1).any(-1) & ~torch.isnan(target[:, jmask]).any(-1).any(-1)
     if not bool(valid.any()):
         raise DataError(f"{where}: every row of split {split!r} has NaN joints; nothing to evaluate")
@@ -486,7 +488,8 @@ def display_sequence(results: Seq[MethodResult], gt: GroundTruth, n_frames: int 
     """
     cover: dict[tuple[str, str], int] = {}
     for r in results:
-        for key in r.frames.loc[r.frames["valid"], ["subject", "action"]].drop_duplicates().itertuples(index=False):
+        seqs = r.frames.loc[r.frames["valid"], ["subject", "action"]].drop_duplicates()
+        for key in seqs.itertuples(index=False):
             cover[tuple(key)] = cover.get(tuple(key), 0) + 1
     if not cover:
         raise DataError("no valid predictions to draw")
@@ -604,16 +607,19 @@ def render_report(results: Seq[MethodResult], gt: GroundTruth, *, split: str, pc
     L += [_md_table(data_summary(results, gt, split)), ""]
     seqs = gt.index[gt.index["split"] == split] if split != "all" else gt.index
     L += [f"Ground truth: {len(seqs)} `{split}` sequences, {int(seqs['length'].sum())} frames, subjects "
-          f"{', '.join(sorted(seqs['subject'].unique()))}; fps {', '.join(_fmt(f) for f in sorted(seqs['fps'].unique()))}.",
+          f"{', '.join(sorted(seqs['subject'].unique()))}; "
+          f"fps {', '.join(_fmt(f) for f in sorted(seqs['fps'].unique()))}.",
           ""]
     for r in results:
         if len(r.joints_evaluated) < NUM_JOINTS:
             miss = [n for n in JOINT_NAMES if n not in r.joints_evaluated]
-            L.append(f"- `{r.method}` has no {', '.join(miss)}; its averages use {len(r.joints_evaluated)} joints.")
+            L.append(f"- `{r.method}` has no {', '.join(miss)}; its averages use "
+                     f"{len(r.joints_evaluated)} joints.")
     L += [""]
     if detect_2d:
         L += ["## 2D detections (stage detect_2d)", ""]
-        L += [_md_table(pd.DataFrame([{"metric": k, "value": v} for k, v in _flatten(detect_2d).items()], dtype=object), 3), ""]
+        rows2d = [{"metric": k, "value": v} for k, v in _flatten(detect_2d).items()]
+        L += [_md_table(pd.DataFrame(rows2d, dtype=object), 3), ""]
     if stage_metrics:
         L += ["## Per-stage metrics", ""]
         for name, obj in stage_metrics.items():

@@ -182,7 +182,7 @@ def bar_grouped(table: pd.DataFrame, category: str, path: str | Path, metric: st
     ax.set_xticks(x, list(wide.index), rotation=35, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=min(4, len(methods)))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over bars
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 

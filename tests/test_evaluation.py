@@ -248,3 +248,26 @@ def test_stage_missing_prediction_fails_cleanly(tmp_path, studio, monkeypatch):
     assert r.returncode == 1, r.stderr
     assert "hg3d.parquet: file not found" in r.stderr
     assert not out.exists()  # nothing half-written
+
+
+def test_real_mocap_reliable_subset(tmp_path, real_mocap_npz):
+    """On real optical mocap (shared data, skipped when absent): errors confined to the four
+    approximate joints (spine, thorax, neck_nose, head_top) vanish on the reliable subset."""
+    z = np.load(real_mocap_npz, allow_pickle=False)
+    reliable = [str(n) for n, ok in zip(z["joint_names"], z["reliable_joint_mask"]) if ok]
+    assert set(reliable) == set(RELIABLE)
+    clip = z["clip_id"]
+    seqs = []
+    for c in np.unique(clip)[:3]:
+        x = z["positions"][clip == c].astype(np.float32) / 1000.0  # mm -> m
+        seqs.append(Sequence("real", str(c), x, float(z["fps"]), "test"))
+    gt = GroundTruth(seqs, {})
+    keys = _keys(gt)
+    x = gt.world(keys).copy()
+    bad = ~z["reliable_joint_mask"]
+    x[:, bad, 0] += 0.050
+    res = evaluate_predictions(load_predictions(_write(tmp_path / "real.parquet", keys, x, "world")), gt,
+                               joint_subset=reliable, subset_name="reliable13")
+    assert res.summary["mpjpe_mm"] == pytest.approx(4 * 50 / 17, abs=1e-2)
+    assert res.summary["mpjpe_mm_reliable13"] == pytest.approx(0.0, abs=1e-2)
+    assert res.summary["n_frames"] == len(keys)

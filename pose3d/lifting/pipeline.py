@@ -1,0 +1,203 @@
+"""The lift stage's work: build data, train through the one loop, predict the test
+subjects, score them and write the contract outputs.
+
+    run_lift("martinez", section, base, mocap=..., cameras=..., detections=..., out=...,
+             model_dir=..., metrics=..., curves=...)
+
+Outputs: ``out`` (Parquet, one row per test (subject, action, camera, frame): ``joints_3d``
+J*3 metres root-relative in the camera frame; the temporal model adds ``root_3d`` (3), its
+predicted root trajectory in camera coordinates), ``model_dir/model.pt`` + ``config.json``
+(rebuild with :func:`load_lifter`), ``model_dir/checkpoint.pt`` (resume), ``metrics`` JSON
+(mpjpe_mm, pa_mpjpe_mm, n_mpjpe_mm, mpjve_mm on the test subjects) and the curves CSV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pose3d import metrics as M
+from pose3d.data.io import DataError, write_json, write_table
+from pose3d.lifting.data import FrameSet, build_frames, flip_3d, flip_pixels, split_of, to_screen
+from pose3d.lifting.steps import SETUPS
+from pose3d.models import LIFTERS
+from pose3d.params import as_flat_dict, fingerprint
+from pose3d.skeleton import JOINT_NAMES
+from pose3d.train import Trainer, TrainConfig, load_state, resolve_device, save_model
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- prediction
+@torch.no_grad()
+def predict(model: torch.nn.Module, fs: FrameSet, flip_tta: bool = True, device="cpu",
+            with_root: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predict every frame of ``fs`` from its input 2D: (N, J, 3) root-relative metres
+    (camera frame) and, with ``with_root``, (N, 3) root positions. One call per sequence
+    with T = its length (single-frame models treat frames independently)."""
+    model.eval().to(device)
+    poses, roots = [], []
+    for s in range(len(fs)):
+        sl = slice(fs.starts[s], fs.starts[s] + fs.lengths[s])
+        uv = torch.from_numpy(fs.uv[sl]).double()
+        K = torch.from_numpy(fs.K[s]).double()
+        wh = torch.from_numpy(fs.wh[s]).double()
+        x = to_screen(uv, wh).float()[None].to(device)  # (1, T, J, 2)
+        y = model(x)[0].float().cpu()
+        r = model.forward_root(x)[0].float().cpu() if with_root else None
+        if flip_tta:
+            xf = to_screen(flip_pixels(uv, K), wh).float()[None].to(device)
+            y = (y + flip_3d(model(xf)[0].float().cpu())) / 2
+            if with_root:
+                rf = model.forward_root(xf)[0].float().cpu()
+                rf[:, 0] = -rf[:, 0]
+                r = (r + rf) / 2
+        poses.append(y.numpy())
+        if with_root:
+            roots.append(r.numpy())
+    pose = np.concatenate(poses) if poses else np.zeros((0, len(JOINT_NAMES), 3), np.float32)
+    return pose, (np.concatenate(roots) if with_root else None)
+
+
+def score(fs: FrameSet, pose: np.ndarray, root: np.ndarray | None = None,
+          joint_mask=None) -> dict[str, float]:
+    """P1/P2/N-MPJPE and MPJVE (mm) of predictions (N, J, 3) against ``fs``'s camera-frame GT;
+    frame means over every (subject, action, camera, frame); ``root_mm`` when ``root`` given."""
+    gt = torch.from_numpy(fs.pos_cam).double()
+    pr = torch.from_numpy(pose).double()
+    mask = None if joint_mask is None else torch.as_tensor(joint_mask)
+    out = {"mpjpe_mm": M.framewise_mean(M.mpjpe(pr, gt, mask)) * 1000,
+           "pa_mpjpe_mm": M.framewise_mean(M.pa_mpjpe(pr, gt, mask)) * 1000,
+           "n_mpjpe_mm": M.framewise_mean(M.n_mpjpe(pr, gt, mask)) * 1000}
+    ve = [M.mpjve(pr[a:a + n], gt[a:a + n], mask) for a, n in zip(fs.starts, fs.lengths) if n > 1]
+    out["mpjve_mm"] = M.framewise_mean(torch.cat(ve)) * 1000 if ve else float("nan")
+    if root is not None:
+        out["root_mm"] = float((torch.from_numpy(root).double() - gt[:, 0]).norm(dim=-1).mean()) * 1000
+    return out
+
+
+def per_action(fs: FrameSet, pose: np.ndarray) -> dict[str, float]:
+    """P1 (mm) per action over the test subjects and cameras."""
+    err = M.mpjpe(torch.from_numpy(pose).double(), torch.from_numpy(fs.pos_cam).double()).numpy()
+    acts = np.repeat(np.asarray(fs.action), fs.lengths)
+    return {a: float(err[acts == a].mean() * 1000) for a in sorted(set(fs.action))}
+
+
+def write_predictions(path, fs: FrameSet, pose: np.ndarray, method: str, root=None, extra_meta=None):
+    cols = {"subject": np.repeat(np.asarray(fs.subject, dtype=object), fs.lengths).astype(str).tolist(),
+            "action": np.repeat(np.asarray(fs.action, dtype=object), fs.lengths).astype(str).tolist(),
+            "camera": np.repeat(np.asarray(fs.camera, dtype=object), fs.lengths).astype(str).tolist(),
+            "frame": fs.frame_index().astype(np.int64),
+            "joints_3d": pose.reshape(len(pose), -1).astype(np.float32)}
+    meta = {"method": method, "coord_frame": "camera", "root_relative": True, "units": "m",
+            "joint_names": list(JOINT_NAMES)}
+    if root is not None:
+        cols["root_3d"] = root.astype(np.float32)
+        meta["extra_columns"] = {"root_3d": "predicted root (pelvis) trajectory, camera frame, m"}
+    meta.update(extra_meta or {})
+    write_table(path, cols, meta)
+
+
+def load_lifter(model_dir, map_location="cpu") -> torch.nn.Module:
+    """Rebuild a lifter from ``model_dir/config.json`` + ``model.pt`` (weights only)."""
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    kw = dict(cfg["model_kwargs"])
+    if "filter_widths" in kw:
+        kw["filter_widths"] = tuple(kw["filter_widths"])
+    model = LIFTERS[cfg["model"]](**kw)
+    model.load_state_dict(load_state(model_dir / "model.pt", map_location))
+    return model.eval()
+
+
+def _file_digest(*paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        if p is not None and Path(p).exists():
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- the stage
+def run_lift(model_name: str, p, base, *, mocap, cameras, detections=None, out=None,
+             model_dir=None, metrics_path=None, curves=None, run=None, progress: bool = True,
+             train_subjects=None, test_subjects=None) -> dict:
+    """Train ``model_name`` with params section ``p`` and write the stage's outputs.
+
+    Subjects come from mocap.h5's ``split`` attrs unless given. Returns the metrics dict.
+    """
+    if model_name not in SETUPS:
+        raise ValueError(f"unknown lifter {model_name!r} (known: {', '.join(SETUPS)})")
+    if base.num_threads:
+        torch.set_num_threads(base.num_threads)
+    train_subjects = list(train_subjects or split_of(mocap, "train"))
+    test_subjects = list(test_subjects or split_of(mocap, "test"))
+    if not train_subjects or not test_subjects:
+        raise DataError(f"{mocap}: need train and test subjects (split attrs), got "
+                        f"train={train_subjects} test={test_subjects}")
+    det = detections if p.input_2d == "detections" else None
+    if p.input_2d == "detections" and (det is None or not Path(det).exists()):
+        raise DataError(f"{model_name}.input_2d = detections but {det} does not exist")
+    frames = build_frames(mocap, cameras, input_2d=p.input_2d, noise_px=p.noise_px,
+                          detections_path=det, subjects=train_subjects + test_subjects,
+                          seed=base.seed)
+    is_train = np.array([s in train_subjects for s in frames.subject])
+    train, test = frames.select(is_train), frames.select(~is_train)
+    log.info("%s: %d train frames (%d sequences), %d test frames", model_name, train.num_frames,
+             len(train), test.num_frames)
+
+    if model_name == "temporal":
+        labeled = list(p.labeled_subjects) or [s for s in train_subjects if s not in p.unlabeled_subjects]
+        for s in list(labeled) + list(p.unlabeled_subjects):
+            if s not in train_subjects:
+                raise DataError(f"temporal: subject {s!r} is not a train subject ({train_subjects})")
+        lab = train.select([s in labeled for s in train.subject])
+        unl = train.select([s in p.unlabeled_subjects for s in train.subject]) if p.unlabeled_subjects else None
+        setup = SETUPS["temporal"](p, lab, base.seed, unl)
+    else:
+        setup = SETUPS[model_name](p, train, base.seed)
+
+    with_root = model_name == "temporal"
+    device = resolve_device(base.device)
+    eval_seqs = test.select(np.arange(len(test)) % max(len(test) // 16, 1) == 0)  # a fixed subset
+
+    def evaluate(ctx, epoch):
+        pose, _ = predict(setup.lifter, eval_seqs, flip_tta=False, device=ctx.device)
+        setup.lifter.train()
+        return {"val_mpjpe_mm": score(eval_seqs, pose)["mpjpe_mm"]}
+
+    fp = fingerprint(p, base) + _file_digest(mocap, cameras, det)
+    cfg = TrainConfig(epochs=p.epochs, device=base.device, cpu_precision=base.cpu_precision,
+                      seed=base.seed, checkpoint=Path(model_dir) / "checkpoint.pt" if model_dir else None,
+                      curves_csv=curves, desc=f"lift@{model_name}", progress=progress)
+    trainer = Trainer(setup.modules, setup.optimizers, setup.schedulers, config=cfg, run=run)
+    history = trainer.fit(setup.step_fn, setup.train_batches, evaluate=evaluate, fingerprint=fp)
+
+    pose, root = predict(setup.lifter, test, flip_tta=p.flip_tta, device=device, with_root=with_root)
+    result = score(test, pose, root)
+    result.update({"num_test_frames": int(test.num_frames), "input_2d": p.input_2d,
+                   "test_subjects": test_subjects, "per_action_mpjpe_mm": per_action(test, pose)})
+    if model_dir is not None:
+        save_model(model_dir, setup.lifter.cpu(), {"model": model_name, "model_kwargs": setup.model_kwargs,
+                                                   "params": dataclasses.asdict(p), "fingerprint": fp})
+    if out is not None:
+        write_predictions(out, test, pose, model_name, root,
+                          {"input_2d": p.input_2d, "flip_tta": p.flip_tta, "params": as_flat_dict(p)})
+    if metrics_path is not None:
+        write_json(metrics_path, result)
+    if run is not None:
+        run.log_metrics({k: v for k, v in result.items() if isinstance(v, float)})
+        for path in (metrics_path, curves):
+            if path is not None:
+                run.log_artifact(path)
+    result["history"] = history
+    result["_pose"], result["_root"], result["_test"] = pose, root, test
+    return result

@@ -1,0 +1,265 @@
+"""Per-model training setups for the one training loop (:class:`pose3d.train.Trainer`).
+
+Each ``setup_<model>(p, train, seed, ...)`` returns a :class:`Setup`: the modules,
+optimisers and schedulers for the Trainer, ``train_batches(epoch)`` and ``step_fn``.
+Batches are built lazily by :func:`pose3d.lifting.data.make_batch` with the section's
+augmentation; shuffles use ``numpy.random.default_rng([seed, epoch])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from pose3d.geometry.camera import project_camera
+from pose3d.lifting.data import Augment, FrameSet, make_batch, to_screen, window_indices
+from pose3d.models.martinez import MartinezLifter
+from pose3d.models.repnet import (KCSCritic, RepNetLifter, camera_loss, gradient_penalty,
+                                  reprojection_loss)
+from pose3d.models.temporal import TemporalDiscriminator, TemporalLifter
+from pose3d.skeleton import bone_lengths
+
+
+@dataclass
+class Setup:
+    lifter: torch.nn.Module
+    modules: dict
+    optimizers: dict
+    schedulers: dict
+    train_batches: Callable[[int], Any]
+    step_fn: Callable
+    model_kwargs: dict
+
+
+class LazyBatches:
+    """A sized iterable of batches made on demand: ``make(i)`` for i in range(n)."""
+
+    def __init__(self, n: int, make: Callable[[int], Any]):
+        self.n, self.make = n, make
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield self.make(i)
+
+
+def augment_of(p) -> Augment:
+    return Augment(virtual_cameras=p.virtual_cameras, max_deg=p.virtual_max_deg, flip=p.flip_aug,
+                   resample_noise_px=p.noise_px if p.input_2d == "gt" else 0.0)
+
+
+def _chunks(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    n = max(len(rows) // batch_size, 1)  # drop the ragged last batch (BatchNorm needs >1)
+    return [rows[i * batch_size:(i + 1) * batch_size] for i in range(n)]
+
+
+def _stats_sample(fs: FrameSet, rows: np.ndarray, aug: Augment, seed: int) -> dict:
+    """One augmented pass over (at most 50k of) ``rows``: the distribution normalisation sees."""
+    rng = np.random.default_rng([seed, 99])
+    rows = rng.choice(rows, min(len(rows), 50_000), replace=False)
+    return make_batch(fs, rows[:, None], aug, rng)
+
+
+def _exp(opt, gamma):
+    return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
+
+
+# --------------------------------------------------------------------------- martinez
+def setup_martinez(p, train: FrameSet, seed: int) -> Setup:
+    kw = dict(hidden=p.hidden, num_blocks=p.num_blocks, dropout=p.dropout, max_norm=p.max_norm)
+    model = MartinezLifter(**kw)
+    aug = augment_of(p)
+    rows = np.arange(0, train.num_frames, p.train_stride)
+    s = _stats_sample(train, rows, aug, seed)
+    model.set_normalization(s["x2d"][:, 0], s["pose"][:, 0])
+    opt = torch.optim.Adam(model.parameters(), lr=p.lr)
+
+    def batches(epoch):
+        rng = np.random.default_rng([seed, epoch])
+        chunks = _chunks(rng.permutation(rows), p.batch_size)
+        return LazyBatches(len(chunks), lambda i: make_batch(train, chunks[i][:, None], aug, rng))
+
+    def step(ctx, b, epoch):
+        m = ctx.modules["gen"]
+        with ctx.autocast():
+            z = m.forward_normalized(b["x2d"][:, 0])
+        loss = (z.float() - m.normalize_target(b["pose"][:, 0])).pow(2).mean()
+        ctx.backward_step(loss, "gen")
+        m.apply_max_norm()
+        with torch.no_grad():
+            err = (m.denormalize(z.detach().float()) - b["pose"][:, 0]).norm(dim=-1).mean()
+        return {"loss": loss, "mpjpe_mm": err * 1000}
+
+    return Setup(model, {"gen": model}, {"gen": opt}, {"gen": _exp(opt, p.lr_decay)}, batches,
+                 step, kw)
+
+
+# --------------------------------------------------------------------------- repnet
+def unpaired_pools(fs: FrameSet) -> tuple[np.ndarray, np.ndarray]:
+    """Split the sequences into a generator pool (2D only) and a critic pool (3D only), by
+    subject (alternating in sorted order) or, with one subject, by action. Returns the frame
+    rows of each; no (subject, action) is in both, so no 2D input's own 3D pose - in any
+    camera - ever reaches the critic."""
+    subjects = sorted(set(fs.subject))
+    if len(subjects) >= 2:
+        critic_keys = set(subjects[1::2])
+        in_critic = np.array([s in critic_keys for s in fs.subject])
+    else:
+        actions = sorted(set(fs.action))
+        if len(actions) < 2:
+            raise ValueError("repnet needs >= 2 subjects or >= 2 actions to keep 2D and 3D unpaired")
+        critic_keys = set(actions[1::2])
+        in_critic = np.array([a in critic_keys for a in fs.action])
+    seq_rows = lambda mask: np.concatenate(  # noqa: E731
+        [np.arange(fs.starts[s], fs.starts[s] + fs.lengths[s]) for s in np.flatnonzero(mask)])
+    return seq_rows(~in_critic), seq_rows(in_critic)
+
+
+def repnet_batches(fs: FrameSet, gen_rows, critic_rows, batch_size: int, aug: Augment,
+                   rng: np.random.Generator) -> LazyBatches:
+    """Batches of {x2d: generator 2D (B,1,J,2), real: critic 3D (B,1,J,3), gen_rows, critic_rows};
+    the generator's own 3D is not in the batch at all."""
+    chunks = _chunks(rng.permutation(gen_rows), batch_size)
+    crit = np.resize(rng.permutation(critic_rows), len(chunks) * batch_size).reshape(len(chunks), -1)
+
+    def make(i):
+        g, c = chunks[i], crit[i][:len(chunks[i])]
+        return {"x2d": make_batch(fs, g[:, None], aug, rng)["x2d"],
+                "real": make_batch(fs, c[:, None], aug, rng)["pose"],
+                "gen_rows": g, "critic_rows": c}
+
+    return LazyBatches(len(chunks), make)
+
+
+def setup_repnet(p, train: FrameSet, seed: int) -> Setup:
+    kw = dict(hidden=p.hidden, num_blocks=p.num_blocks, camera_hidden=p.hidden)
+    model = RepNetLifter(**kw)
+    critic = KCSCritic(hidden=p.critic_hidden, kcs_hidden=p.critic_kcs_hidden)
+    aug = augment_of(p)
+    gen_rows, critic_rows = unpaired_pools(train)
+    gen_rows, critic_rows = gen_rows[::p.train_stride], critic_rows[::p.train_stride]
+    # global scales: 2D from the generator pool, 3D from the critic pool (never paired)
+    s2 = _stats_sample(train, gen_rows, aug, seed)["x2d"][:, 0]
+    s3 = _stats_sample(train, critic_rows, aug, seed + 1)["pose"][:, 0]
+    model.set_normalization(s2, s3)
+    og = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.5, 0.9))
+    oc = torch.optim.Adam(critic.parameters(), lr=p.critic_lr, betas=(0.5, 0.9))
+
+    def batches(epoch):
+        return repnet_batches(train, gen_rows, critic_rows, p.batch_size, aug,
+                              np.random.default_rng([seed, epoch]))
+
+    def step(ctx, b, epoch):
+        G, D = ctx.modules["gen"], ctx.modules["critic"]
+        w = G.normalize_2d(b["x2d"][:, 0])
+        real = b["real"][:, 0] / G.scale_3d
+        for _ in range(p.critic_steps):
+            with torch.no_grad():
+                fake, _ = G.generate(w)
+            loss_d = D(fake).mean() - D(real).mean() + p.gp_weight * gradient_penalty(D, real, fake)
+            ctx.backward_step(loss_d, "critic")
+        X, K = G.generate(w)
+        rep, cam, adv = reprojection_loss(w, X, K), camera_loss(K), -D(X).mean()
+        wr = min(p.reproj_weight * p.reproj_growth ** epoch, max(p.reproj_max, p.reproj_weight))
+        loss = p.adv_weight * adv + wr * rep + p.camera_weight * cam
+        ctx.backward_step(loss, "gen")
+        return {"loss": loss, "loss_critic": loss_d, "reproj": rep, "camera": cam, "adv": adv,
+                "reproj_w": wr}
+
+    return Setup(model, {"gen": model, "critic": critic}, {"gen": og, "critic": oc},
+                 {"gen": _exp(og, p.lr_decay), "critic": _exp(oc, p.lr_decay)}, batches, step, kw)
+
+
+# --------------------------------------------------------------------------- temporal
+def temporal_context(receptive_field: int, causal: bool) -> tuple[int, int]:
+    """Input frames (before, after) an output frame needs."""
+    r = receptive_field - 1
+    return (r, 0) if causal else (r // 2, r - r // 2)
+
+
+def setup_temporal(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | None = None) -> Setup:
+    kw = dict(filter_widths=tuple(p.filter_widths), causal=p.causal, dropout=p.dropout,
+              channels=p.channels, traj_channels=p.traj_channels)
+    model = TemporalLifter(**kw)
+    aug = augment_of(p)
+    R = model.receptive_field
+    before, after = temporal_context(R, p.causal)
+    rows = np.arange(0, labeled.num_frames, p.train_stride)
+    semi = unlabeled is not None and len(unlabeled) > 0
+    L = p.gan_frames
+    opt = torch.optim.Adam(model.parameters(), lr=p.lr, amsgrad=True)
+    modules, opts = {"gen": model}, {"gen": opt}
+    scheds = {"gen": _exp(opt, p.lr_decay)}
+    if semi:
+        disc = TemporalDiscriminator()
+        oc = torch.optim.Adam(disc.parameters(), lr=p.critic_lr, betas=(0.5, 0.9))
+        modules["critic"], opts["critic"] = disc, oc
+        scheds["critic"] = _exp(oc, p.lr_decay)
+        urows = np.arange(0, unlabeled.num_frames, p.train_stride)
+
+    def batches(epoch):
+        rng = np.random.default_rng([seed, epoch])
+        chunks = _chunks(rng.permutation(rows), p.batch_size)
+        if semi:
+            uch = np.resize(rng.permutation(urows), len(chunks) * p.batch_size).reshape(len(chunks), -1)
+            rch = np.resize(rng.permutation(rows), len(chunks) * p.batch_size).reshape(len(chunks), -1)
+
+        def make(i):
+            b = make_batch(labeled, window_indices(labeled, chunks[i], before, after), aug, rng,
+                           centre=before)
+            out = {"x2d": b["x2d"], "pose": b["pose"][:, before], "root": b["root"][:, before]}
+            if semi:
+                n = len(chunks[i])
+                # unlabelled: L consecutive output frames need R + L - 1 input frames
+                u = make_batch(unlabeled, window_indices(unlabeled, uch[i][:n], before, after + L - 1),
+                               aug, rng, centre=before)
+                out.update(ux2d=u["x2d"], uuv=u["uv"][:, before:before + L], uK=u["K"],
+                           udist=u["dist"], uwh=u["wh"])
+                r = make_batch(labeled, window_indices(labeled, rch[i][:n], 0, L - 1), aug, rng, centre=0)
+                out["real_seq"] = r["pose"]
+            return out
+
+        return LazyBatches(len(chunks), make)
+
+    def step(ctx, b, epoch):
+        m = ctx.modules["gen"]
+        with ctx.autocast():
+            pred = m(b["x2d"], pad=False, strided=True)[:, 0]          # (B, J, 3)
+            root = m.forward_root(b["x2d"], pad=False, strided=True)[:, 0]  # (B, 3)
+        pred, root = pred.float(), root.float()
+        loss_pose = (pred - b["pose"]).norm(dim=-1).mean()
+        # trajectory: MPJPE weighted by 1 / depth (far roots are less precise; VideoPose3D)
+        loss_traj = ((root - b["root"]).norm(dim=-1) / b["root"][:, 2].abs().clamp_min(0.1)).mean()
+        loss = loss_pose + p.traj_weight * loss_traj
+        out = {"mpjpe_mm": loss_pose * 1000, "traj": loss_traj}
+        if semi:
+            D = ctx.modules["critic"]
+            with ctx.autocast():
+                upred = m(b["ux2d"], pad=False).float()                 # (B, L, J, 3)
+                uroot = m.forward_root(b["ux2d"], pad=False).float()    # (B, L, 3)
+            real = b["real_seq"]
+            loss_d = (D(upred.detach()).mean() - D(real).mean()
+                      + p.gp_weight * gradient_penalty(D, real, upred.detach()))
+            ctx.backward_step(loss_d, "critic")
+            absolute = upred + uroot[:, :, None, :]
+            absolute = torch.cat([absolute[..., :2], absolute[..., 2:].clamp_min(0.1)], dim=-1)
+            K, dist, wh = b["uK"][:, None], b["udist"][:, None], b["uwh"][:, None]
+            proj = to_screen(project_camera(absolute, K, dist), wh)
+            reproj = (proj - to_screen(b["uuv"], wh)).norm(dim=-1).mean()
+            bone = (bone_lengths(upred).mean((0, 1)) - bone_lengths(b["pose"]).mean(0)).abs().mean()
+            adv = -D(upred).mean()
+            loss = loss + p.reproj_weight * reproj + p.bone_weight * bone + p.adv_weight * adv
+            out.update(reproj=reproj, bone=bone, adv=adv, loss_critic=loss_d)
+        ctx.backward_step(loss, "gen")
+        out["loss"] = loss
+        return out
+
+    return Setup(model, modules, opts, scheds, batches, step, kw)
+
+
+SETUPS = {"martinez": setup_martinez, "repnet": setup_repnet, "temporal": setup_temporal}

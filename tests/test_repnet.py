@@ -1,0 +1,59 @@
+"""RepNet parts: KCS layer, camera and reprojection losses, critic, gradient penalty."""
+
+import torch
+
+from pose3d.geometry.rotations import random_rotation
+from pose3d.models.repnet import (KCSCritic, KCSLayer, RepNetLifter, camera_loss, gradient_penalty,
+                                  reprojection_loss)
+from pose3d.skeleton import BONES, bone_vectors
+
+
+def test_kcs_matrix_is_bone_dot_products():
+    X = torch.randn(4, 17, 3, dtype=torch.float64)
+    psi = KCSLayer().double()(X)
+    B = bone_vectors(X)  # (4, 16, 3): child - parent
+    assert psi.shape == (4, len(BONES), len(BONES))
+    for b1 in (0, 5, 15):
+        for b2 in (0, 7, 15):
+            torch.testing.assert_close(psi[:, b1, b2], (B[:, b1] * B[:, b2]).sum(-1))
+    # diagonal = squared bone lengths; invariant to rotation of the pose
+    torch.testing.assert_close(psi.diagonal(dim1=1, dim2=2), B.pow(2).sum(-1))
+    R = random_rotation(4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(KCSLayer().double()(X @ R.transpose(-1, -2)), psi)
+
+
+def test_camera_loss_zero_for_scaled_orthographic():
+    R = random_rotation(3, generator=torch.Generator().manual_seed(0)).float()
+    K = 2.5 * R[:, :2, :]
+    assert camera_loss(K).item() < 1e-3
+    K_bad = K.clone()
+    K_bad[:, 0] *= 2
+    assert camera_loss(K_bad).item() > 0.1
+
+
+def test_reprojection_loss_zero_when_consistent():
+    X = torch.randn(2, 17, 3)
+    K = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(2, 2, 3)
+    w = X[..., :2].clone()
+    assert reprojection_loss(w, X, K).item() < 1e-4
+    assert reprojection_loss(w + 0.1, X, K).item() > 0.1
+
+
+def test_lifter_shapes_and_camera_init():
+    m = RepNetLifter(hidden=32, camera_hidden=32).eval()
+    y = m(torch.randn(2, 3, 17, 2))
+    assert y.shape == (2, 3, 17, 3)
+    assert torch.all(y[..., 0, :] == 0)
+    _, K = m.generate(torch.randn(4, 17, 2))
+    # the camera branch starts near [I | 0]
+    assert torch.allclose(K, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(4, 2, 3), atol=0.2)
+
+
+def test_critic_and_gradient_penalty():
+    c = KCSCritic(hidden=16, kcs_hidden=32)
+    real, fake = torch.randn(8, 17, 3), torch.randn(8, 17, 3)
+    assert c(real).shape == (8,)
+    gp = gradient_penalty(c, real, fake)
+    assert gp.ndim == 0 and gp.item() >= 0
+    gp.backward()
+    assert any(p.grad is not None for p in c.parameters())

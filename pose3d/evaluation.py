@@ -588,8 +588,8 @@ def render_report(results: Seq[MethodResult], gt: GroundTruth, *, split: str, pc
                                       for r in results])), ""]
     L += ["Published sources (all Human3.6M):", ""]
     for m, p in PUBLISHED.items():
-        L.append(f"- `{m}`: {_fmt(p['p1_mm'])} mm P1" + (f", {_fmt(p['p2_mm'])} mm P2" if p["p2_mm"] else "")
-                 + f" — {p['source']}")
+        nums = [f"{_fmt(p[k])} mm {k[:2].upper()}" for k in ("p1_mm", "p2_mm") if p[k] is not None]
+        L.append(f"- `{m}`: {', '.join(nums) or 'no number'} — {p['source']}")
     L += ["", "Definitions: MPJPE protocol 1 = root (pelvis) aligned; P-MPJPE protocol 2 = after a "
           "similarity Procrustes per frame; N-MPJPE = root aligned then least-squares scale; MPJVE = "
           "error of joint velocities between consecutive frames of one sequence (mm per frame); "

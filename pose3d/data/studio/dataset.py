@@ -134,7 +134,7 @@ def render_videos(takes: list[Take], cameras: dict[str, dict[str, Camera]], vide
             if progress:
                 progress(1)
     else:
-        chunk = max(1, len(jobs) // (workers * 4))
+        chunk = 1  # takes are ordered by subject, so neighbouring jobs share cached views
         # fork: the workers only run numpy/OpenCV (no torch), and start without re-importing
         with get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=_worker_init) as pool:
             for r in pool.imap_unordered(_render_job, jobs, chunksize=chunk):

@@ -486,12 +486,12 @@ def _walk(c: _Ctx, speed_factor: float = 1.0, radius: float = 1.5, arm_swing: fl
 
 def act_walking(c: _Ctx) -> None:
     """Walking around a circle about the capture-volume centre, arms swinging."""
-    _walk(c, 1.0, 1.5)
+    _walk(c, 1.0, 1.15)
 
 
 def act_walk_dog(c: _Ctx) -> None:
     """Walking slowly with one arm forward holding a leash, looking down now and then."""
-    _walk(c, 0.8, 1.3, arm_swing=15.0)
+    _walk(c, 0.8, 1.05, arm_swing=15.0)
     m, _ = _side(c)
     c.add(f"{m}_shoulder", 0, 30 + c.noise(8, 0.2, 0.6))
     c.add(f"{m}_elbow", 0, 35)
@@ -500,7 +500,7 @@ def act_walk_dog(c: _Ctx) -> None:
 
 def act_walk_together(c: _Ctx) -> None:
     """Walking slowly beside someone: head turned to the side, little arm swing."""
-    _walk(c, 0.75, 1.2, arm_swing=10.0)
+    _walk(c, 0.75, 0.95, arm_swing=10.0)
     side = 1 if c.walk["direction"] > 0 else -1
     c.add("neck_nose", 2, side * 30 + c.noise(10))
     c.add("thorax", 2, side * 8)

@@ -379,12 +379,13 @@ class CameraView:
 
 
 def render_frame(view: CameraView, body: Body, k: int, colors: np.ndarray, light: Lighting,
-                 background: np.ndarray | None = None, shadow_joints: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 background: np.ndarray | None = None, shadow_joints: np.ndarray | None = None,
+                 windows: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Frame ``k`` of ``body`` seen by ``view``: RGB float32 (H, W, 3) and depth (H, W) (inf = bg).
 
     ``colors`` (len(MATERIALS), 3) albedos; ``background`` the lit background (defaults to the
-    view's); ``shadow_joints`` (J, 3) world joints casting a soft contact shadow.
+    view's); ``shadow_joints`` (J, 3) world joints casting a soft contact shadow; ``windows``, if
+    given, collects the (v0, v1, u0, u1) image windows that were drawn into.
     """
     cam = view.cam
     H, W = cam.height, cam.width
@@ -395,7 +396,9 @@ def render_frame(view: CameraView, body: Body, k: int, colors: np.ndarray, light
     up_c = R[:, 2]           # world up in the camera frame
 
     if shadow_joints is not None:
-        _contact_shadow(view, img, shadow_joints, light)
+        win = _contact_shadow(view, img, shadow_joints, light)
+        if win is not None and windows is not None:
+            windows.append(win)
 
     def bbox(centre_c: np.ndarray, radius: float):
         if centre_c[2] < 0.2:
@@ -406,6 +409,8 @@ def render_frame(view: CameraView, body: Body, k: int, colors: np.ndarray, light
         v0, v1 = int(max(uv[1] - r, 0)), int(min(uv[1] + r + 1, H))
         if u0 >= u1 or v0 >= v1:
             return None
+        if windows is not None:
+            windows.append((v0, v1, u0, u1))
         return v0, v1, u0, u1
 
     def shade_write(win, t, n, mat):
@@ -459,17 +464,17 @@ def _contact_shadow(view: CameraView, img: np.ndarray, joints: np.ndarray, light
     corners = np.array([[lo[0], lo[1], 0], [hi[0], lo[1], 0], [lo[0], hi[1], 0], [hi[0], hi[1], 0]])
     cc = corners @ cam.R.T + cam.t
     if (cc[:, 2] < 0.2).any():
-        return
+        return None
     uv = _distort_project(cam, cc)
     u0, v0 = np.floor(uv.min(0)).astype(int)
     u1, v1 = np.ceil(uv.max(0)).astype(int) + 1
     u0, v0, u1, v1 = max(u0, 0), max(v0, 0), min(u1, cam.width), min(v1, cam.height)
     if u0 >= u1 or v0 >= v1:
-        return
+        return None
     fxy = view.floor_xy[v0:v1, u0:u1]
     valid = np.isfinite(fxy[..., 0])
     if not valid.any():
-        return
+        return None
     q = np.where(valid[..., None], fxy, 1e3)
     sig2 = 0.16 ** 2
     dens = np.zeros(q.shape[:2], np.float32)
@@ -478,6 +483,7 @@ def _contact_shadow(view: CameraView, img: np.ndarray, joints: np.ndarray, light
         w = 0.35 * np.exp(-heights[j] / 0.8)
         dens += w * np.exp(-((q[..., 0] - pts[j, 0]) ** 2 + (q[..., 1] - pts[j, 1]) ** 2) / sig2)
     img[v0:v1, u0:u1] *= (1 - np.clip(dens, 0, 0.6))[..., None]
+    return v0, v1, u0, u1
 
 
 # --------------------------------------------------------------------------- sequences -> mp4
@@ -500,6 +506,7 @@ def render_sequence(positions: np.ndarray, subject: Subject, views: dict[str, Ca
     for name, view in views.items():
         cam = view.cam
         bg = np.clip(view.background * light.background_gain * light.tint[None, None], 0, 1)
+        bg_final = cv2.GaussianBlur(bg * 255.0, (0, 0), blur_sigma) if blur_sigma > 0 else bg * 255.0
         noise = [rng.normal(0, light.noise_sigma, (cam.height, cam.width, 3)).astype(np.float32)
                  for _ in range(4)]
         path = Path(out_paths[name])
@@ -509,9 +516,22 @@ def render_sequence(positions: np.ndarray, subject: Subject, views: dict[str, Ca
             raise OSError(f"{path}: cannot open an mp4v video writer")
         try:
             for k in range(T):
-                img, _ = render_frame(view, body, k, colors, light, bg, positions[k])
-                frame = finish_frame(img, noise[int(rng.integers(len(noise)))], blur_sigma)
-                writer.write(frame)
+                wins: list = []
+                img, _ = render_frame(view, body, k, colors, light, bg, positions[k], windows=wins)
+                out = bg_final.copy()
+                if wins:  # only the drawn window changes: blur it (with a margin) and paste it
+                    m = 4
+                    v0 = max(min(w[0] for w in wins) - m, 0)
+                    v1 = min(max(w[1] for w in wins) + m, cam.height)
+                    u0 = max(min(w[2] for w in wins) - m, 0)
+                    u1 = min(max(w[3] for w in wins) + m, cam.width)
+                    patch = img[v0:v1, u0:u1] * 255.0
+                    if blur_sigma > 0:
+                        patch = cv2.GaussianBlur(patch, (0, 0), blur_sigma)
+                    out[v0:v1, u0:u1] = patch
+                out += noise[int(rng.integers(len(noise)))]
+                np.clip(out, 0, 255, out=out)
+                writer.write(cv2.cvtColor(out.astype(np.uint8), cv2.COLOR_RGB2BGR))
         finally:
             writer.release()
     return T

@@ -221,6 +221,7 @@ class _LiftCommon:
 
 
 @section("martinez")
+@dataclass(frozen=True)  # explicit: the base is already a dataclass
 class Martinez(_LiftCommon):
     hidden: int = 1024
     num_blocks: int = 2
@@ -234,6 +235,7 @@ class Martinez(_LiftCommon):
 
 
 @section("repnet")
+@dataclass(frozen=True)  # explicit: the base is already a dataclass
 class RepNet(_LiftCommon):
     hidden: int = 1000
     num_blocks: int = 2
@@ -257,6 +259,7 @@ class RepNet(_LiftCommon):
 
 
 @section("temporal")
+@dataclass(frozen=True)  # explicit: the base is already a dataclass
 class Temporal(_LiftCommon):
     filter_widths: tuple[int, ...] = (3, 3, 3)
     causal: bool = False
@@ -378,7 +381,7 @@ class HG3DParams:
     epochs_2d: int = 1      # phase 1: heatmaps on all training images
     epochs_3d: int = 2      # phase 2: + depth regression on the 3D-labelled images
     epochs_joint: int = 3   # phase 3: all images; depth on 3D ones, constraint on 2D-only ones
-    samples_per_epoch: int = 2048  # 0 = every crop of the phase's pool each epoch
+    samples_per_epoch: int = 1536  # 0 = every crop of the phase's pool each epoch
     frame_stride: int = 1   # use every k-th crop
     batch_size: int = 32
     lr: float = 1.0e-3
@@ -532,3 +535,44 @@ class Studio:
             from pose3d.data.studio.motion import ACTIONS
             for a in self.actions:
                 require(a in ACTIONS, f"{p}.actions", a, f"unknown action (known: {', '.join(ACTIONS)})")
+
+
+@section("triangulate")
+class Triangulate:
+    #: 2D input: the cached detections, or the ground truth projected with each camera + noise
+    input: Literal["detections", "gt"] = "detections"
+    noise_px: float = 0.0             # Gaussian std added to GT 2D (input: gt)
+    split: Literal["test", "train", "all"] = "test"
+    score_threshold: float = 0.2      # detections below are dropped (treated as missing)
+    weighted: bool = True             # scores as DLT row weights
+    refine: bool = False              # Levenberg-Marquardt on the reprojection error after DLT
+    refine_iters: int = 10
+    ransac_threshold_px: float = 15.0
+    ransac_min_inliers: int = 2
+    ransac_max_hypotheses: int = 64   # view pairs tried (all pairs when fewer)
+    prob_reference_camera: str = ""   # "" = each subject's first camera
+    prob_window: int = 0              # frames per camera estimate; 0 = all of a subject's frames
+    prob_samples: int = 48            # Monte Carlo samples per camera per iteration
+    prob_iters: int = 40
+    prob_elite_frac: float = 0.2
+    prob_init_sigma_deg: float = 10.0
+    prob_tol_deg: float = 0.05
+    prob_score_frames: int = 16       # frames of a window used to score samples
+    prob_robust_px: float = 30.0
+    stature_m: float = 0.0            # stature prior (m); 0 = median of the training split
+
+    def validate(self, p):
+        require(self.noise_px >= 0, f"{p}.noise_px", self.noise_px, "must be >= 0")
+        require(0 <= self.score_threshold <= 1, f"{p}.score_threshold", self.score_threshold, "must be in [0, 1]")
+        require(self.refine_iters >= 0, f"{p}.refine_iters", self.refine_iters, "must be >= 0")
+        require(self.ransac_threshold_px > 0, f"{p}.ransac_threshold_px", self.ransac_threshold_px, "must be > 0")
+        require(self.ransac_min_inliers >= 2, f"{p}.ransac_min_inliers", self.ransac_min_inliers, "must be >= 2")
+        require(self.ransac_max_hypotheses >= 1, f"{p}.ransac_max_hypotheses", self.ransac_max_hypotheses, "must be >= 1")
+        require(self.prob_window >= 0, f"{p}.prob_window", self.prob_window, "must be >= 0 (0 = all frames)")
+        require(self.prob_samples >= 4, f"{p}.prob_samples", self.prob_samples, "must be >= 4")
+        require(self.prob_iters >= 1, f"{p}.prob_iters", self.prob_iters, "must be >= 1")
+        require(0 < self.prob_elite_frac <= 1, f"{p}.prob_elite_frac", self.prob_elite_frac, "must be in (0, 1]")
+        require(self.prob_init_sigma_deg > 0, f"{p}.prob_init_sigma_deg", self.prob_init_sigma_deg, "must be > 0")
+        require(self.prob_score_frames >= 1, f"{p}.prob_score_frames", self.prob_score_frames, "must be >= 1")
+        require(self.prob_robust_px > 0, f"{p}.prob_robust_px", self.prob_robust_px, "must be > 0")
+        require(self.stature_m >= 0, f"{p}.stature_m", self.stature_m, "must be >= 0 (0 = from training data)")

@@ -20,6 +20,7 @@ from pose3d.geometry.triangulation import (
 )
 
 D = torch.float64
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def make_rig(V: int = 4, radius: float = 3.5, distort: bool = True) -> dict[str, torch.Tensor]:
@@ -203,3 +204,86 @@ def test_panoptic_noise_free_sub_micrometre(panoptic_npz):
         assert torch.isnan(res.points_3d[~known]).all()
         err_mm = (res.points_3d - X).norm(dim=-1)[known] * 1000
         assert known.sum() > 1000 and err_mm.max() < 1e-3, f"{seq}: max error {err_mm.max():.2e} mm"
+
+
+# --------------------------------------------------------------------------- the stage
+def _tiny_studio(tmp_path, T=12):
+    """mocap.h5 (S1 train, S9 test, 2 actions), cameras.json (4 cams) and detections (2 px noise,
+    one view per joint of 10 % of the rows replaced by garbage with a low score)."""
+    from pose3d.data.io import Sequence, save_cameras, write_mocap, write_table
+    from pose3d.geometry.camera import Camera
+
+    g = torch.Generator().manual_seed(11)
+    base = make_points((1, 17), seed=12)[0]
+    seqs, cams = [], {}
+    rig = make_rig(V=4)
+    for subj, split in (("S1", "train"), ("S9", "test")):
+        for act in ("Walking", "Eating"):
+            motion = torch.randn(T, 1, 3, generator=g, dtype=D) * 0.05
+            X = base + motion + 0.02 * torch.randn(T, 17, 3, generator=g, dtype=D)
+            seqs.append(Sequence(subj, act, X.numpy().astype(np.float32), 10.0, split))
+        cams[subj] = {f"cam{v}": Camera(K=rig["K"][v].numpy(), dist=rig["dist"][v].numpy(),
+                                        R=rig["R"][v].numpy(), t=rig["t"][v].numpy(), width=1280,
+                                        height=720, name=f"cam{v}") for v in range(4)}
+    write_mocap(tmp_path / "mocap.h5", seqs)
+    save_cameras(tmp_path / "cameras.json", cams)
+    rows = {"subject": [], "action": [], "camera": [], "frame": []}
+    kps, scs = [], []
+    for s in seqs:
+        X = torch.as_tensor(s.positions_world, dtype=D)
+        uv = observe(X, rig) + 2 * torch.randn(T, 4, 17, 2, generator=g, dtype=D)
+        sc = torch.full((T, 4, 17), 0.9, dtype=D)
+        for v in range(4):
+            rows["subject"] += [s.subject] * T
+            rows["action"] += [s.action] * T
+            rows["camera"] += [f"cam{v}"] * T
+            rows["frame"] += list(range(T))
+            kps.append(uv[:, v].reshape(T, 34))
+            scs.append(sc[:, v])
+    write_table(tmp_path / "det.parquet", {**rows, "frame": np.asarray(rows["frame"], dtype=np.int64),
+                                            "keypoints_px": torch.cat(kps).numpy(),
+                                            "scores": torch.cat(scs).numpy()})
+    return tmp_path
+
+
+@pytest.mark.parametrize("method", ["algebraic", "ransac", "probabilistic"])
+def test_stage_end_to_end(tmp_path, method):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pose3d.data.io import read_table
+
+    _tiny_studio(tmp_path)
+    params = {"base": {"seed": 0, "device": "cpu", "mlflow": False},
+              "triangulate": {"input": "detections", "prob_iters": 15}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out, met = tmp_path / "pred.parquet", tmp_path / "m.json"
+    cmd = [sys.executable, "stages/triangulate.py", "--method", method, "--mocap", str(tmp_path / "mocap.h5"),
+           "--cameras", str(tmp_path / "cameras.json"), "--detections", str(tmp_path / "det.parquet"),
+           "--out", str(out), "--metrics", str(met), "--params", str(tmp_path / "params.yaml")]
+    subprocess.run(cmd, check=True, cwd=str(REPO), capture_output=True)
+    m = json.loads(met.read_text())
+    table, meta = read_table(out)
+    assert table.num_rows == 24 and set(table.column("subject").to_pylist()) == {"S9"}
+    assert meta["method"] == method and meta["root_relative"] is False and meta["units"] == "m"
+    if method == "probabilistic":
+        assert meta["coord_frame"] == "reference_camera" and meta["reference_camera"] == "cam0"
+        assert m["pa_mpjpe_mm"] < 30 and m["rotation_error_deg"] < 5
+    else:
+        assert meta["coord_frame"] == "world"
+        assert m["mpjpe_mm"] < 15 and m["abs_mpjpe_mm"] < 15
+
+
+def test_stage_missing_input_exits_1(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text("base: {mlflow: false}\ntriangulate: {}\n")
+    r = subprocess.run([sys.executable, "stages/triangulate.py", "--method", "algebraic", "--mocap",
+                        str(tmp_path / "nope.h5"), "--cameras", "x.json", "--out", str(tmp_path / "o.parquet"),
+                        "--metrics", str(tmp_path / "m.json"), "--params", str(tmp_path / "params.yaml")],
+                       cwd=str(REPO), capture_output=True, text=True)
+    assert r.returncode == 1 and "nope.h5" in r.stderr and not (tmp_path / "o.parquet").exists()

@@ -1,0 +1,251 @@
+"""Stage logic of ``triangulate@{algebraic,ransac,probabilistic}``: multi-view 2D -> 3D.
+
+Inputs: the studio's ``mocap.h5`` (ground truth, and the split), ``cameras.json`` and either the
+cached 2D detections (``detections_2d.parquet``: subject, action, camera, frame, keypoints_px
+J*2 distorted full-image pixels, scores J) or the ground truth projected with each camera's
+model plus Gaussian noise (``input: gt``, ``noise_px``). Views are grouped per (subject,
+action, frame) into ``(T, V, J, 2)`` arrays, in the camera order of cameras.json.
+
+Methods: ``algebraic`` (confidence-weighted DLT, H&Z 12.2), ``ransac`` (RANSAC over views +
+refit), both calibrated and in world coordinates; ``probabilistic`` (no extrinsics: Jiang et al.
+2023, :mod:`pose3d.geometry.probabilistic`), in the reference camera's coordinates, one camera
+estimate per subject window. Writes ``data/predictions/triangulate_<method>.parquet`` (subject,
+action, camera = "", frame, joints_3d J*3 metres) and a metrics JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pose3d.data.io import DataError, column_points, load_cameras, read_mocap, read_table, write_json, write_table
+from pose3d.geometry.camera import project, stack_cameras
+from pose3d.geometry.probabilistic import probabilistic_triangulate, stature
+from pose3d.geometry.rotations import rotation_angle_deg
+from pose3d.geometry.triangulation import triangulate
+from pose3d.metrics import joint_errors
+from pose3d.skeleton import JOINT_NAMES
+
+log = logging.getLogger(__name__)
+
+METHODS = ("algebraic", "ransac", "probabilistic")
+J = len(JOINT_NAMES)
+
+
+@dataclass
+class SubjectViews:
+    """All frames of one subject's sequences, grouped by view.
+
+    points_px (T, V, J, 2) float64 (NaN = missing), scores (T, V, J) or None, gt (T, J, 3) metres,
+    keys: T (action, frame) pairs, cameras: dict of (V, ...) tensors, camera_names (V,).
+    """
+
+    subject: str
+    points_px: torch.Tensor
+    scores: torch.Tensor | None
+    gt: torch.Tensor
+    actions: list[str]
+    frames: np.ndarray
+    cameras: dict[str, torch.Tensor]
+    camera_names: list[str]
+
+
+def load_views(mocap: str, cameras: str, detections: str | None, source: str, noise_px: float,
+               split: str, seed: int = 0) -> list[SubjectViews]:
+    """Read ground truth + 2D (detections, or GT projected plus ``noise_px`` Gaussian noise)."""
+    seqs = read_mocap(mocap, split=None if split == "all" else split)
+    if not seqs:
+        raise DataError(f"{mocap}: no sequences with split {split!r}")
+    cams_all = load_cameras(cameras)
+    det = None
+    if source == "detections":
+        if not detections:
+            raise DataError("triangulate.input = detections but no --detections file was given")
+        table, meta = read_table(detections)
+        names = tuple(meta.get("joint_names", JOINT_NAMES))
+        if names != JOINT_NAMES:
+            raise DataError(f"{detections}: joint_names {names} differ from H36M-17")
+        df = table.select(["subject", "action", "camera", "frame"]).to_pandas()
+        det = {"df": df, "kp": column_points(table, "keypoints_px", (J, 2)),
+               "sc": column_points(table, "scores", (J,))}
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for subject in sorted({s.subject for s in seqs}):
+        if subject not in cams_all:
+            raise DataError(f"{cameras}: no cameras for subject {subject}")
+        names = list(cams_all[subject])
+        cams = stack_cameras([cams_all[subject][c] for c in names])
+        sub = [s for s in seqs if s.subject == subject]
+        gt = torch.as_tensor(np.concatenate([s.positions_world for s in sub]), dtype=torch.float64)
+        actions = [s.action for s in sub for _ in range(len(s.positions_world))]
+        frames = np.concatenate([np.arange(len(s.positions_world)) for s in sub])
+        T, V = gt.shape[0], len(names)
+        if det is None:
+            uv = project(gt.unsqueeze(-3), cams["K"], cams["dist"], cams["R"], cams["t"])  # (T, V, J, 2)
+            if noise_px > 0:
+                uv = uv + noise_px * torch.randn(uv.shape, generator=gen, dtype=uv.dtype)
+            scores = None
+        else:
+            df = det["df"]
+            offset = {}
+            o = 0
+            for s in sub:
+                offset[s.action] = (o, len(s.positions_world))
+                o += len(s.positions_world)
+            m = (df["subject"] == subject).to_numpy()
+            d = df[m]
+            act_off = d["action"].map(lambda a: offset.get(a, (-1, 0))[0]).to_numpy()
+            act_len = d["action"].map(lambda a: offset.get(a, (-1, 0))[1]).to_numpy()
+            fr = d["frame"].to_numpy()
+            cam_idx = d["camera"].map({c: i for i, c in enumerate(names)}).to_numpy()
+            ok = (act_off >= 0) & (fr >= 0) & (fr < act_len) & ~np.isnan(cam_idx.astype(float))
+            if not ok.any():
+                raise DataError(f"{detections}: no detections for subject {subject}")
+            rows = (act_off + fr)[ok]
+            ci = cam_idx[ok].astype(int)
+            uv_np = np.full((T, V, J, 2), np.nan)
+            sc_np = np.zeros((T, V, J))
+            uv_np[rows, ci] = det["kp"][m][ok]
+            sc_np[rows, ci] = det["sc"][m][ok]
+            uv, scores = torch.as_tensor(uv_np), torch.as_tensor(sc_np)
+        out.append(SubjectViews(subject, uv, scores, gt, actions, frames, cams, names))
+    return out
+
+
+def prior_stature(mocap: str) -> float:
+    """The stature prior (:func:`pose3d.geometry.probabilistic.stature`, metres) as the median
+    over the *training* split of mocap.h5: never the test subjects' own size."""
+    seqs = read_mocap(mocap, split="train")
+    if not seqs:
+        raise DataError(f"{mocap}: no training sequences for the stature prior; set triangulate.stature_m")
+    X = torch.as_tensor(np.concatenate([s.positions_world for s in seqs]), dtype=torch.float64)
+    return float(stature(X).median())
+
+
+def _nanmean(x: torch.Tensor) -> float:
+    x = x[torch.isfinite(x)]
+    return float(x.mean()) if x.numel() else float("nan")
+
+
+def _pose_metrics(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+    """pred, gt (N, J, 3) metres, pred may hold NaN joints (missing) -> errors in mm."""
+    full = torch.isfinite(pred).all(-1).all(-1)
+    out = {
+        "mpjpe_mm": 1000 * _nanmean(joint_errors(pred, gt, "root")),
+        "abs_mpjpe_mm": 1000 * _nanmean(joint_errors(pred, gt, "none")),
+        "pa_mpjpe_mm": 1000 * _nanmean(joint_errors(pred[full], gt[full], "procrustes")) if full.any() else float("nan"),
+        "missing_joint_frac": float((~torch.isfinite(pred).all(-1)).double().mean()),
+    }
+    return out
+
+
+def run(method: str, mocap: str, cameras: str, detections: str | None, out: str, metrics_out: str,
+        p, device: torch.device, seed: int = 0) -> dict[str, float]:
+    """Triangulate every (test) frame with ``method``; write predictions and metrics; return them.
+
+    ``p`` is the ``triangulate`` params section (its fields are read here, passed on as plain
+    arguments).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method = {method!r}: expected one of {METHODS}")
+    t0 = time.perf_counter()
+    subjects = load_views(mocap, cameras, detections, p.input, p.noise_px, p.split, seed)
+    cols = {"subject": [], "action": [], "camera": [], "frame": []}
+    preds, gts, reproj = [], [], []
+    cam_est, cam_metrics = {}, {"rotation_error_deg": [], "translation_direction_error_deg": [],
+                                "scale_error_pct": []}
+    sim_err = []
+    stature_m = p.stature_m if p.stature_m > 0 else prior_stature(mocap)
+    n_points = 0
+    t_solve = 0.0
+    for sv in subjects:
+        uv = sv.points_px.to(device)
+        sc = sv.scores.to(device) if sv.scores is not None else None
+        cams = {k: v.to(device) for k, v in sv.cameras.items()}
+        ts = time.perf_counter()
+        if method in ("algebraic", "ransac"):
+            res = triangulate(uv, cams, sc, method="dlt" if method == "algebraic" else "ransac",
+                              score_threshold=p.score_threshold, weighted=p.weighted, refine=p.refine,
+                              refine_iters=p.refine_iters, ransac_threshold_px=p.ransac_threshold_px,
+                              ransac_min_inliers=p.ransac_min_inliers,
+                              ransac_max_hypotheses=p.ransac_max_hypotheses, seed=seed)
+            X = res.points_3d.cpu()
+            reproj.append(res.reprojection_error_px.cpu().flatten())
+            gt = sv.gt
+        else:
+            ref = sv.camera_names.index(p.prob_reference_camera) if p.prob_reference_camera else 0
+            if p.prob_reference_camera and p.prob_reference_camera not in sv.camera_names:
+                raise DataError(f"triangulate.prob_reference_camera = {p.prob_reference_camera!r}: "
+                                f"not a camera of {sv.subject} ({sv.camera_names})")
+            R_ref, t_ref = sv.cameras["R"][ref], sv.cameras["t"][ref]
+            gt = sv.gt @ R_ref.T + t_ref  # ground truth in the reference camera's frame
+            R_true = sv.cameras["R"] @ R_ref.T
+            t_true = sv.cameras["t"] - (R_true @ t_ref.unsqueeze(-1)).squeeze(-1)
+            T = uv.shape[0]
+            W = p.prob_window if p.prob_window > 0 else T
+            Xs = []
+            for w0 in range(0, T, W):  # one camera estimate per window of frames (static rig)
+                sl = slice(w0, min(T, w0 + W))
+                r = probabilistic_triangulate(
+                    uv[sl], cams["K"], cams["dist"], sc[sl] if sc is not None else None,
+                    reference=ref, score_threshold=p.score_threshold, n_samples=p.prob_samples,
+                    n_iters=p.prob_iters, elite_frac=p.prob_elite_frac,
+                    init_sigma_deg=p.prob_init_sigma_deg, tol_deg=p.prob_tol_deg,
+                    score_frames=p.prob_score_frames, robust_px=p.prob_robust_px,
+                    stature_m=stature_m, refine=p.refine, seed=seed + w0)
+                Xw = r.points_3d.cpu()
+                Xs.append(Xw)
+                others = [v for v in range(len(sv.camera_names)) if v != ref]
+                R_est, t_est = r.R.cpu(), r.t.cpu()
+                cam_metrics["rotation_error_deg"] += rotation_angle_deg(R_est[others], R_true[others]).tolist()
+                cos = torch.nn.functional.cosine_similarity(t_est[others], t_true[others], dim=-1)
+                cam_metrics["translation_direction_error_deg"] += torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).tolist()
+                scale_true = float(stature(gt[sl]).median())
+                cam_metrics["scale_error_pct"].append(100 * (stature_m / scale_true - 1))
+                ok = torch.isfinite(Xw).all(-1)
+                if ok.any():  # MPJPE after one similarity alignment for the whole window
+                    from pose3d.geometry.procrustes import align_similarity
+                    A = align_similarity(Xw[ok].reshape(1, -1, 3), gt[sl][ok].reshape(1, -1, 3))
+                    sim_err.append((A[0] - gt[sl][ok]).norm(dim=-1))
+                cam_est.setdefault(sv.subject, []).append({
+                    "frames": [int(sl.start), int(sl.stop)], "iterations": r.iterations,
+                    "cost_px": r.cost_px, "scale": r.scale,
+                    "cameras": {n: {"R": R_est[i].tolist(), "t": t_est[i].tolist()}
+                                for i, n in enumerate(sv.camera_names)}})
+            X = torch.cat(Xs)
+        t_solve += time.perf_counter() - ts
+        n_points += X.shape[0] * X.shape[1]
+        preds.append(X)
+        gts.append(gt)
+        cols["subject"] += [sv.subject] * len(X)
+        cols["action"] += sv.actions
+        cols["camera"] += [""] * len(X)
+        cols["frame"] += sv.frames.tolist()
+    pred, gt = torch.cat(preds), torch.cat(gts)
+    metrics = _pose_metrics(pred, gt)
+    metrics.update({"n_frames": int(pred.shape[0]), "joints_per_s": n_points / max(t_solve, 1e-9),
+                    "seconds": time.perf_counter() - t0})
+    if reproj:
+        metrics["reprojection_px"] = _nanmean(torch.cat(reproj))
+    meta = {"joint_names": list(JOINT_NAMES), "method": method, "units": "m", "root_relative": False,
+            "input": p.input, "noise_px": p.noise_px}
+    metrics["stature_prior_m"] = stature_m
+    if method == "probabilistic":
+        metrics.update({k: float(np.mean(v)) for k, v in cam_metrics.items()})
+        metrics["rotation_error_max_deg"] = float(np.max(cam_metrics["rotation_error_deg"]))
+        metrics["sim_mpjpe_mm"] = 1000 * float(torch.cat(sim_err).mean()) if sim_err else float("nan")
+        ref_names = {sv.subject: (p.prob_reference_camera or sv.camera_names[0]) for sv in subjects}
+        meta.update({"coord_frame": "reference_camera", "frame": "reference_camera",
+                     "reference_camera": ref_names[subjects[0].subject] if len(set(ref_names.values())) == 1
+                     else ref_names, "estimated_cameras": cam_est})
+    else:
+        meta.update({"coord_frame": "world", "frame": "world"})
+    write_table(out, {"subject": cols["subject"], "action": cols["action"], "camera": cols["camera"],
+                      "frame": np.asarray(cols["frame"], dtype=np.int64),
+                      "joints_3d": pred.numpy().astype(np.float32)}, metadata=meta)
+    write_json(metrics_out, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
+    return metrics

@@ -71,6 +71,7 @@ def _exp(opt, gamma):
 
 # --------------------------------------------------------------------------- martinez
 def setup_martinez(p, train: FrameSet, seed: int) -> Setup:
+    torch.manual_seed(seed)  # reproducible initial weights
     kw = dict(hidden=p.hidden, num_blocks=p.num_blocks, dropout=p.dropout, max_norm=p.max_norm)
     model = MartinezLifter(**kw)
     aug = augment_of(p)
@@ -137,6 +138,7 @@ def repnet_batches(fs: FrameSet, gen_rows, critic_rows, batch_size: int, aug: Au
 
 
 def setup_repnet(p, train: FrameSet, seed: int) -> Setup:
+    torch.manual_seed(seed)  # reproducible initial weights
     kw = dict(hidden=p.hidden, num_blocks=p.num_blocks, camera_hidden=p.hidden)
     model = RepNetLifter(**kw)
     critic = KCSCritic(hidden=p.critic_hidden, kcs_hidden=p.critic_kcs_hidden)
@@ -183,6 +185,7 @@ def temporal_context(receptive_field: int, causal: bool) -> tuple[int, int]:
 
 
 def setup_temporal(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | None = None) -> Setup:
+    torch.manual_seed(seed)  # reproducible initial weights
     kw = dict(filter_widths=tuple(p.filter_widths), causal=p.causal, dropout=p.dropout,
               channels=p.channels, traj_channels=p.traj_channels)
     model = TemporalLifter(**kw)

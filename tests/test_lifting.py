@@ -1,0 +1,262 @@
+"""Lifting data, augmentation, batching, training and the stage pipeline, on a tiny synthetic
+studio (3 subjects x 2 actions x 2 cameras x 40 frames; no shared data needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pose3d import params as P
+from pose3d.data.io import Sequence, read_table, save_cameras, write_mocap, write_table
+from pose3d.geometry.camera import Camera, project_camera
+from pose3d.geometry.rotations import look_at, rotation_about_axis
+from pose3d.lifting.data import (Augment, build_frames, flip_3d, flip_pixels, make_batch,
+                                 to_screen, window_indices)
+from pose3d.lifting.pipeline import load_lifter, predict, run_lift
+from pose3d.lifting.steps import SETUPS, repnet_batches, unpaired_pools
+from pose3d.skeleton import BONES, JOINT_INDEX, NUM_JOINTS, PARENTS, bone_lengths
+from pose3d.train import Trainer, TrainConfig
+
+# a rest pose (metres, Z up, facing -y), joint offsets from the parent
+_OFFSETS = {
+    "pelvis": (0, 0, 0.95), "r_hip": (-0.12, 0, 0), "r_knee": (0, 0, -0.43), "r_ankle": (0, 0, -0.42),
+    "l_hip": (0.12, 0, 0), "l_knee": (0, 0, -0.43), "l_ankle": (0, 0, -0.42),
+    "spine": (0, 0, 0.23), "thorax": (0, 0, 0.25), "neck_nose": (0, -0.03, 0.12),
+    "head_top": (0, 0.03, 0.12), "l_shoulder": (0.17, 0, 0), "l_elbow": (0, 0, -0.28),
+    "l_wrist": (0, 0, -0.26), "r_shoulder": (-0.17, 0, 0), "r_elbow": (0, 0, -0.28),
+    "r_wrist": (0, 0, -0.26),
+}
+
+
+def synthetic_motion(T: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """(T, J, 3) forward-kinematics motion: limbs swing sinusoidally, the body turns and walks."""
+    t = np.arange(T) / 25.0
+    f = rng.uniform(0.5, 1.2)
+    ph = rng.uniform(0, 2 * np.pi, NUM_JOINTS)
+    amp = rng.uniform(0.2, 0.8, NUM_JOINTS)
+    rot = [np.eye(3)[None].repeat(T, 0) for _ in range(NUM_JOINTS)]
+    pos = np.zeros((T, NUM_JOINTS, 3))
+    for j in range(NUM_JOINTS):
+        ang = torch.from_numpy(amp[j] * np.sin(2 * np.pi * f * t + ph[j]))
+        local = rotation_about_axis(ang, "x").numpy()
+        off = np.asarray(_OFFSETS[list(JOINT_INDEX)[j]]) * scale
+        p = PARENTS[j]
+        if p < 0:
+            yaw = rotation_about_axis(torch.from_numpy(0.5 * t + ph[0]), "z").numpy()
+            rot[j] = yaw
+            pos[:, j] = off + np.stack([0.3 * np.sin(t), 0.2 * t, 0 * t], -1)
+        else:
+            rot[j] = rot[p] @ local
+            pos[:, j] = pos[:, p] + np.einsum("tij,j->ti", rot[p], off)
+    return pos.astype(np.float32)
+
+
+def _rig() -> dict[str, Camera]:
+    cams = {}
+    K = np.array([[600.0, 0, 250], [0, 600.0, 245], [0, 0, 1]])
+    for i, a in enumerate((0.3, 2.0)):
+        R, t = look_at(torch.tensor([4 * np.cos(a), 4 * np.sin(a), 1.4], dtype=torch.float64),
+                       torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+        cams[f"c{i}"] = Camera(K=K, dist=np.array([-0.1, 0.05, 0.001, -0.001, 0.0]), R=R.numpy(),
+                               t=t.numpy(), width=500, height=500, name=f"c{i}")
+    return cams
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: one thread is fastest, and spinning OpenMP threads on a shared 2-core
+    # machine can make them 50x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    d = tmp_path_factory.mktemp("studio")
+    rng = np.random.default_rng(0)
+    seqs = []
+    for s, (subj, split) in enumerate((("S1", "train"), ("S5", "train"), ("S9", "test"))):
+        for act in ("Walking", "Posing"):
+            seqs.append(Sequence(subj, act, synthetic_motion(40, rng, 0.9 + 0.1 * s), 25.0, split))
+    write_mocap(d / "mocap.h5", seqs)
+    save_cameras(d / "cameras.json", {s: _rig() for s in ("S1", "S5", "S9")})
+    return d
+
+
+def _tiny(section, **kw):
+    small = {"martinez": dict(hidden=32), "repnet": dict(hidden=32, critic_hidden=16, critic_kcs_hidden=32),
+             "temporal": dict(filter_widths=(3, 3), channels=32, traj_channels=16)}
+    cls = {"martinez": P.Martinez, "repnet": P.RepNet, "temporal": P.Temporal}[section]
+    return dataclasses.replace(cls(), **{"batch_size": 32, "epochs": 3, **small[section], **kw})
+
+
+# --------------------------------------------------------------------------- data
+def test_build_frames_matches_projection(studio):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json")
+    assert len(fs) == 3 * 2 * 2 and fs.num_frames == 12 * 40
+    np.testing.assert_array_equal(fs.up, [0, 0, 1])
+    cam = _rig()[fs.camera[0]]
+    np.testing.assert_allclose(fs.uv[:40], cam.project(fs.pos_world[:40]), atol=1e-3)
+    np.testing.assert_array_equal(fs.uv, fs.uv_gt)
+    noisy = build_frames(studio / "mocap.h5", studio / "cameras.json", noise_px=5.0)
+    assert 4.0 < np.std(noisy.uv - noisy.uv_gt) < 6.0
+
+
+def test_detections_input(studio, tmp_path):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json")
+    det = fs.uv_gt + 1.0
+    write_table(tmp_path / "det.parquet", {
+        "subject": np.repeat(fs.subject, fs.lengths).tolist(), "action": np.repeat(fs.action, fs.lengths).tolist(),
+        "camera": np.repeat(fs.camera, fs.lengths).tolist(), "frame": fs.frame_index(),
+        "keypoints_px": det, "scores": np.ones((fs.num_frames, NUM_JOINTS), np.float32)})
+    d = build_frames(studio / "mocap.h5", studio / "cameras.json", input_2d="detections",
+                     detections_path=tmp_path / "det.parquet")
+    np.testing.assert_allclose(d.uv, det, atol=1e-4)
+    sub = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S9"])
+    write_table(tmp_path / "part.parquet", {
+        "subject": ["S9"], "action": ["Walking"], "camera": ["c0"], "frame": np.array([0]),
+        "keypoints_px": det[:1]})
+    with pytest.raises(ValueError, match="no detections for S9/Posing|has 1 frames"):
+        build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S9"],
+                     input_2d="detections", detections_path=tmp_path / "part.parquet")
+    assert len(sub) == 4
+
+
+def test_flip_2d_and_3d_agree_for_an_undistorted_camera():
+    K = torch.tensor([[500.0, 0, 230], [0, 500, 250], [0, 0, 1]], dtype=torch.float64)
+    X = torch.randn(4, 17, 3, dtype=torch.float64) * 0.3 + torch.tensor([0.2, 0, 4.0], dtype=torch.float64)
+    torch.testing.assert_close(project_camera(flip_3d(X), K), flip_pixels(project_camera(X, K), K))
+    torch.testing.assert_close(flip_3d(flip_3d(X)), X)
+
+
+def test_augmentation_reprojects_consistently(studio):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json")
+    rng = np.random.default_rng(0)
+    idx = window_indices(fs, rng.integers(0, fs.num_frames, 16), 2, 2)
+    b = make_batch(fs, idx, Augment(virtual_cameras=True, flip=True), rng, centre=2)
+    plain = make_batch(fs, idx, Augment(), rng, centre=2)
+    # rigid (+ mirror) augmentation: bone lengths unchanged, pose changed
+    torch.testing.assert_close(bone_lengths(b["pose"]), bone_lengths(plain["pose"]), atol=1e-5, rtol=1e-5)
+    assert (b["pose"] - plain["pose"]).abs().max() > 0.05
+    # the 2D input is the camera's projection of the augmented 3D
+    absolute = (b["pose"] + b["root"][..., None, :]).double()
+    uv = project_camera(absolute, b["K"].double()[:, None], b["dist"].double()[:, None])
+    torch.testing.assert_close(uv.float(), b["uv"], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(to_screen(b["uv"].double(), b["wh"].double()[:, None]).float(), b["x2d"])
+    # rotation about the vertical through the window's centre root keeps that root in place
+    torch.testing.assert_close(b["root"][:, 2, 2].abs(), plain["root"][:, 2, 2].abs(), atol=1e-4, rtol=1e-4)
+
+
+def test_windows_stay_inside_their_sequence(studio):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json")
+    w = window_indices(fs, np.array([0, 39, 40, fs.num_frames - 1]), 4, 4)
+    assert w.shape == (4, 9)
+    np.testing.assert_array_equal(w[0], [0, 0, 0, 0, 0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(w[1], [35, 36, 37, 38, 39, 39, 39, 39, 39])
+    np.testing.assert_array_equal(w[2, :5], [40] * 5)
+    assert np.all(fs.seq_of_frame[w] == fs.seq_of_frame[w[:, :1]])
+
+
+# --------------------------------------------------------------------------- repnet batching
+def test_critic_never_sees_a_generator_inputs_own_3d(studio):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1", "S5"])
+    gen_rows, critic_rows = unpaired_pools(fs)
+    key = lambda r: {(fs.subject[fs.seq_of_frame[i]], fs.action[fs.seq_of_frame[i]]) for i in r}  # noqa: E731
+    assert not key(gen_rows) & key(critic_rows)
+    assert len(gen_rows) and len(critic_rows)
+    rng = np.random.default_rng(0)
+    seen_gen, seen_critic = set(), set()
+    for b in repnet_batches(fs, gen_rows, critic_rows, 16, Augment(), rng):
+        assert set(b) == {"x2d", "real", "gen_rows", "critic_rows"}  # no 3D of the 2D inputs
+        seen_gen |= key(b["gen_rows"])
+        seen_critic |= key(b["critic_rows"])
+        # no real pose equals (up to camera rotation: compare bone lengths) any input's pose
+        own = torch.from_numpy(fs.pos_world[b["gen_rows"]])
+        real_bl = bone_lengths(b["real"][:, 0])
+        d = (bone_lengths(own)[:, None] - real_bl[None]).abs().amax(-1)
+        assert d.min() > 1e-4
+    assert seen_gen and seen_critic and not seen_gen & seen_critic
+    # one subject: split by action instead
+    one = fs.select([s == "S1" for s in fs.subject])
+    g, c = unpaired_pools(one)
+    assert not key_of(one, g) & key_of(one, c)
+
+
+def key_of(fs, rows):
+    return {fs.action[fs.seq_of_frame[i]] for i in rows}
+
+
+# --------------------------------------------------------------------------- training
+def _fit(name, p, fs, epochs, ckpt=None, unl=None):
+    setup = SETUPS[name](p, fs, 0, unl) if name == "temporal" else SETUPS[name](p, fs, 0)
+    cfg = TrainConfig(epochs=epochs, device="cpu", cpu_precision="fp32", seed=0, checkpoint=ckpt,
+                      progress=False)
+    tr = Trainer(setup.modules, setup.optimizers, setup.schedulers, config=cfg)
+    return tr.fit(setup.step_fn, setup.train_batches, fingerprint="fp")
+
+
+@pytest.mark.parametrize("name, key", [("martinez", "train_loss"), ("repnet", "train_reproj"),
+                                       ("temporal", "train_mpjpe_mm")])
+def test_tiny_training_lowers_the_loss(studio, name, key):
+    torch.manual_seed(0)
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1", "S5"])
+    extra = dict(reproj_growth=1.0, reproj_weight=3.0) if name == "repnet" else {}
+    p = _tiny(name, virtual_cameras=False, flip_aug=False, **extra)
+    h = _fit(name, p, fs, 4)
+    assert h[-1][key] < 0.8 * h[0][key], [r[key] for r in h]
+
+
+def test_semi_supervised_temporal_step_runs_all_losses(studio):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1", "S5"])
+    lab, unl = fs.select([s == "S1" for s in fs.subject]), fs.select([s == "S5" for s in fs.subject])
+    h = _fit("temporal", _tiny("temporal", unlabeled_subjects=("S5",), gan_frames=7), lab, 2, unl=unl)
+    for k in ("train_reproj", "train_bone", "train_adv", "train_loss_critic"):
+        assert np.isfinite(h[-1][k])
+    assert h[-1]["train_reproj"] < h[0]["train_reproj"] * 1.5
+
+
+@pytest.mark.parametrize("name", ["martinez", "temporal"])
+def test_checkpoint_resumes_to_the_same_next_epoch_loss(studio, tmp_path, name):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1", "S5"])
+    p = _tiny(name)
+    full = _fit(name, p, fs, 3)
+    _fit(name, p, fs, 2, ckpt=tmp_path / "ck.pt")
+    resumed = _fit(name, p, fs, 3, ckpt=tmp_path / "ck.pt")
+    assert len(resumed) == 3
+    assert resumed[2]["train_loss"] == pytest.approx(full[2]["train_loss"], rel=1e-5)
+
+
+# --------------------------------------------------------------------------- the stage pipeline
+def test_run_lift_writes_the_contract(studio, tmp_path):
+    p = _tiny("temporal", epochs=1)
+    res = run_lift("temporal", p, P.Base(mlflow=False, cpu_precision="fp32"),
+                   mocap=studio / "mocap.h5", cameras=studio / "cameras.json",
+                   out=tmp_path / "pred.parquet", model_dir=tmp_path / "model",
+                   metrics_path=tmp_path / "m.json", curves=tmp_path / "c.csv", progress=False)
+    table, meta = read_table(tmp_path / "pred.parquet")
+    assert table.num_rows == 2 * 2 * 40  # S9: 2 actions x 2 cameras x 40 frames
+    assert {"subject", "action", "camera", "frame", "joints_3d", "root_3d"} <= set(table.column_names)
+    assert meta["coord_frame"] == "camera" and meta["root_relative"] is True and meta["units"] == "m"
+    assert meta["method"] == "temporal" and len(meta["joint_names"]) == NUM_JOINTS
+    assert set(table.column("subject").to_pylist()) == {"S9"}
+    m = json.loads((tmp_path / "m.json").read_text())
+    for k in ("mpjpe_mm", "pa_mpjpe_mm", "mpjve_mm", "n_mpjpe_mm", "root_mm"):
+        assert np.isfinite(m[k])
+    assert (tmp_path / "model" / "checkpoint.pt").exists() and (tmp_path / "c.csv").exists()
+    # model.pt + config.json rebuild the same predictions
+    model = load_lifter(tmp_path / "model")
+    pose, _ = predict(model, res["_test"], flip_tta=p.flip_tta)
+    np.testing.assert_allclose(pose, res["_pose"], atol=1e-5)
+
+
+def test_detections_missing_is_a_clear_error(studio, tmp_path):
+    p = _tiny("martinez", input_2d="detections", epochs=1)
+    with pytest.raises(ValueError, match="detections"):
+        run_lift("martinez", p, P.Base(mlflow=False), mocap=studio / "mocap.h5",
+                 cameras=studio / "cameras.json", detections=tmp_path / "none.parquet", progress=False)

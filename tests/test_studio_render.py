@@ -154,6 +154,13 @@ def test_stage_bad_input_leaves_nothing(tmp_path, caplog):
                                                 subjects={"S1": "train"}, actions=[]))
     assert rc == 1 and not any(out.rglob("*.mp4")) and not (out / "mocap.h5").exists()
     assert "walk.bvh: truncated" in caplog.text
+    # a skeleton the name mapping does not know
+    (d / "walk.bvh").write_text("HIERARCHY\nROOT Base\n{\n OFFSET 0 0 0\n CHANNELS 3 Xposition Yposition Zposition\n"
+                                " End Site\n {\n  OFFSET 0 1 0\n }\n}\nMOTION\nFrames: 1\nFrame Time: 0.01\n0 0 0\n")
+    rc, out = _run_stage(tmp_path, _tiny_params(tmp_path, source="mocap", mocap_path=str(tmp_path / "mocap"),
+                                                subjects={"S1": "train"}, actions=[]))
+    assert rc == 1 and not (out / "mocap.h5").exists() and not (out / "videos").exists()
+    assert "walk.bvh: unknown skeleton: no source joint for r_hip" in caplog.text
     # non-positive fps: a params error naming the key
     rc, out = _run_stage(tmp_path, _tiny_params(tmp_path, fps=0.0))
     assert rc == 2 and not (out / "mocap.h5").exists()

@@ -50,7 +50,9 @@ def main(argv=None) -> int:
     model_config = PoseResNetConfig(depth=p.depth, num_joints=len(index.meta["joint_names"]),
                                     deconv_channels=p.deconv_channels, deconv_kernel=p.deconv_kernel,
                                     num_deconv=p.num_deconv)
-    trainer_config = TrainConfig(epochs=p.epochs, device=base.device, cpu_precision=base.cpu_precision,
+    # bf16 autocast only where the CPU has it in hardware (emulated bf16 is slower than fp32)
+    cpu_precision = pose2d.resolve_precision(base.cpu_precision, torch.device("cpu"))
+    trainer_config = TrainConfig(epochs=p.epochs, device=base.device, cpu_precision=cpu_precision,
                                  channels_last=p.channels_last, seed=base.seed,
                                  checkpoint=Path(a.checkpoint), curves_csv=Path(a.curves), desc="train_2d")
     aug = Augmentation(scale=p.aug_scale, rotation=p.aug_rotation, rotation_prob=p.aug_rotation_prob,

@@ -357,7 +357,9 @@ class Detect:
     batch_size: int = 64
     flip_test: bool = True
     decode: Literal["argmax", "quarter", "dark"] = "dark"
-    precision: Literal["fp32", "bf16"] = "bf16"  # backbone precision; heatmaps are decoded in fp32
+    #: backbone precision; auto = bf16 on CUDA or on CPUs with native bf16, else fp32.
+    #: The heatmap layer and decoding always run in fp32.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     figure_crops: int = 16          # test crops drawn in reports/figures/detect_2d_crops.png
 
     def validate(self, p):

@@ -427,7 +427,7 @@ class Evaluate:
     subset_name: str = "subset"
     #: the side-by-side animation: frames, stride in source frames, playback fps, dpi
     gif_frames: int = 30
-    gif_step: int = 2
+    gif_step: int = 1
     gif_fps: float = 10.0
     gif_dpi: int = 70
 

@@ -218,7 +218,40 @@ class _Ctx:
         self.mode = "stand"
         self.foot_fwd = 0.0           # footprint x in the stance frame (sitting: ahead)
         self.walk: dict = {}
+        #: footsteps of standing actions: (foot 0=l 1=r, start s, duration s, (dx, dy) m)
+        self.steps: list[tuple[int, float, float, np.ndarray]] = []
         self._rest_posture()
+
+    def add_steps(self, n: int, reach: float = 0.22, forward_bias: float = 0.0) -> None:
+        """n footsteps at random, non-overlapping times, alternating feet; feet never cross
+        (left stays >= 0.14 m left of right) and stay within 0.5 m of each other."""
+        if n <= 0:
+            return
+        dur_total = self.t[-1]
+        slots = np.sort(self.rng.uniform(0.05, 0.95, n)) * dur_total
+        foot = int(self.rng.integers(2))
+        pos = np.array([[0.0, 0.1], [0.0, -0.1]])  # relative positions, only for the constraints
+        last_end = -1.0
+        for t0 in slots:
+            dur = float(self.rng.uniform(0.45, 0.7))
+            t0 = max(t0, last_end + 0.15)
+            if t0 + dur > dur_total:
+                break
+            for _ in range(20):
+                ang = self.rng.uniform(0, 2 * np.pi)
+                d = self.rng.uniform(0.3, 1.0) * reach * np.array([np.cos(ang), np.sin(ang)])
+                d[0] += forward_bias
+                new = pos[foot] + d
+                other = pos[1 - foot]
+                lat = new[1] - other[1] if foot == 0 else other[1] - new[1]
+                if lat >= 0.14 and np.linalg.norm(new - other) <= 0.5:
+                    break
+            else:
+                continue
+            pos[foot] = new
+            self.steps.append((foot, float(t0), dur, d))
+            last_end = t0 + dur
+            foot = 1 - foot
 
     # ---- building blocks
     def noise(self, amp: float, fmin: float = 0.08, fmax: float = 0.45, n: int = 3) -> np.ndarray:
@@ -289,6 +322,7 @@ def _gesture_poses(c: _Ctx, n: int, arms=("l", "r"), flex=(10, 70), abd=(5, 40),
 
 def act_directions(c: _Ctx) -> None:
     """Standing, pointing in changing directions with one arm, trunk and head turning along."""
+    c.add_steps(int(c.rng.integers(2, 4)))
     m, o = _side(c)
     n = 5
     poses = []
@@ -305,6 +339,7 @@ def act_directions(c: _Ctx) -> None:
 
 def act_discussion(c: _Ctx) -> None:
     """Standing, both arms gesturing in front of the body, weight shifting, nodding."""
+    c.add_steps(int(c.rng.integers(1, 3)), reach=0.15)
     c.pose_track(_gesture_poses(c, 8, flex=(15, 60), abd=(5, 35), elbow=(50, 110), twist=(10, 50)))
     c.add("neck_nose", 0, c.noise(8.0, 0.3, 0.8))
     c.pelvis_off[:, 1] += c.noise(0.03, 0.1, 0.3)
@@ -330,6 +365,7 @@ def act_eating(c: _Ctx) -> None:
 
 def act_greeting(c: _Ctx) -> None:
     """Standing, waving with a raised hand, then a handshake reach."""
+    c.add_steps(2, reach=0.2, forward_bias=0.08)
     m, o = _side(c)
     T = c.t[-1]
     raise_ = keyframes(c.t, [0, 0.25 * T, 0.55 * T, 0.7 * T, T], [0, 1, 1, 0, 0])
@@ -346,6 +382,7 @@ def act_greeting(c: _Ctx) -> None:
 
 def act_phoning(c: _Ctx) -> None:
     """Standing with a phone at the ear, the other hand gesturing or on the hip."""
+    c.add_steps(int(c.rng.integers(2, 4)))
     m, o = _side(c)
     c.add(f"{m}_shoulder", 0, 35 + c.noise(5))
     c.add(f"{m}_shoulder", 1, 35 + c.noise(5))
@@ -359,6 +396,7 @@ def act_phoning(c: _Ctx) -> None:
 
 def act_photo(c: _Ctx) -> None:
     """Holding a camera in front of the face with both hands, crouching and turning."""
+    c.add_steps(int(c.rng.integers(1, 3)), reach=0.18)
     k = c.keys(4)
     up = keyframes(c.t, k, c.rng.uniform(0.6, 1.0, 4))
     for s in ("l", "r"):
@@ -374,6 +412,7 @@ def act_photo(c: _Ctx) -> None:
 
 def act_posing(c: _Ctx) -> None:
     """A sequence of held poses: arms wide, hands on hips, one arm up, a lunge."""
+    c.add_steps(int(c.rng.integers(1, 3)), reach=0.3)
     lib = [
         {"l_shoulder": (0, 90, 0), "r_shoulder": (0, 90, 0), "l_elbow": (5, 0, 0), "r_elbow": (5, 0, 0)},
         {"l_shoulder": (-20, 40, -30), "r_shoulder": (-20, 40, -30), "l_elbow": (100, 0, 0),
@@ -445,6 +484,7 @@ def act_sitting_down(c: _Ctx) -> None:
 
 def act_smoking(c: _Ctx) -> None:
     """Standing, hand to the mouth now and then, the other arm across the waist."""
+    c.add_steps(int(c.rng.integers(0, 2)), reach=0.15)
     m, o = _side(c)
     k = c.keys(6)
     up = keyframes(c.t, k, [0, 1, 0, 0, 1, 0])
@@ -460,6 +500,7 @@ def act_smoking(c: _Ctx) -> None:
 
 def act_waiting(c: _Ctx) -> None:
     """Standing, arms crossed or hands on the hips, shifting weight, looking around."""
+    c.add_steps(int(c.rng.integers(1, 3)), reach=0.15)
     if c.rng.uniform() < 0.5:  # arms crossed
         for s in ("l", "r"):
             c.add(f"{s}_shoulder", 0, 25)
@@ -547,16 +588,40 @@ def _standing(c: _Ctx, off: np.ndarray, centre: np.ndarray, heading: float) -> M
     spread = np.sin(np.deg2rad(s.style["stance_width"])) * (a + b)
     Rh = rot_z(np.array(heading))
     foot_local = np.array([[c.foot_fwd, hw + spread, 0.0], [c.foot_fwd, -(hw + spread), 0.0]])
-    feet = centre + foot_local @ Rh.T + np.array([0, 0, s.ankle_height])  # (2, 3) world: l, r
+    # footsteps: each foot's footprint moves by smoothstep during its steps, lifted by sin^2
+    foot_t = np.repeat(foot_local[None], c.T, 0)  # (T, 2, 3) stance frame
+    stance = np.ones((c.T, 2))
+    shift = np.zeros((c.T, 2))  # pelvis weight shift towards the supporting foot (stance frame xy)
+    for k, t0, dur, d in c.steps:
+        u = np.clip((c.t - t0) / dur, 0, 1)
+        foot_t[:, k, :2] += smoothstep(u)[:, None] * d
+        lift = np.sin(np.pi * u) ** 2
+        foot_t[:, k, 2] += 0.07 * lift
+        stance[(u > 0) & (u < 1), k] = 0.0
+        other = foot_t[:, 1 - k, :2] - 0.5 * (foot_t[:, 0, :2] + foot_t[:, 1, :2])
+        shift += 0.5 * lift[:, None] * other
+    mid = 0.5 * (foot_t[:, 0, :2] + foot_t[:, 1, :2]) - 0.5 * (foot_local[0, :2] + foot_local[1, :2])
+    feet = centre + foot_t @ Rh.T + np.array([0, 0, s.ankle_height])  # (T, 2, 3) world: l, r
     # nominal pelvis height: legs almost straight (|d| = 0.985 (a + b))
     dz = np.sqrt((0.985 * (a + b)) ** 2 - spread ** 2)
     p_local = c.pelvis_off + np.array([0.0, 0.0, s.ankle_height + dz])
+    p_local[:, :2] += mid + shift
     root_pos = centre + p_local @ Rh.T
     root_R = _pelvis_R(c.pelvis_rot, np.full(c.T, heading))
+    # lower the pelvis (smoothly) where a leg could not reach its footprint otherwise
+    reach = 0.985 * (a + b)
+    zmax = []
+    for k, side in enumerate(("l", "r")):
+        off = root_R @ offsets_of(s)[J[f"{side}_hip"]]
+        h = feet[:, k, :2] - (root_pos[:, :2] + off[:, :2])
+        zmax.append(feet[:, k, 2] - off[:, 2] + np.sqrt(np.maximum(reach ** 2 - (h ** 2).sum(-1), 1e-4)))
+    tau = 0.01
+    z = np.stack([root_pos[:, 2]] + zmax, -1)
+    root_pos[:, 2] = -tau * np.log(np.exp(-(z - z.min(-1, keepdims=True)) / tau).sum(-1)) + z.min(-1)
     angles = _clip_angles(c.angles)
     for k, side in enumerate(("l", "r")):
         hip_world = root_pos + (root_R @ offsets_of(s)[J[f"{side}_hip"]])
-        d_world = feet[k] - hip_world
+        d_world = feet[:, k] - hip_world
         d_local = np.einsum("tji,tj->ti", root_R, d_world)  # R^T d
         # knees point over the toes: counter the pelvis yaw with the hip twist
         sgn = 1.0 if side == "r" else -1.0
@@ -565,7 +630,7 @@ def _standing(c: _Ctx, off: np.ndarray, centre: np.ndarray, heading: float) -> M
         angles[:, J[f"{side}_hip"]] = ik[:, 0]
         angles[:, J[f"{side}_knee"]] = ik[:, 1]
     pos = forward_kinematics(offsets_of(s), angles, root_pos, root_R)
-    return Motion(pos, angles, root_pos, root_R, np.full((c.T, 2), 0.5), c.fps)
+    return Motion(pos, angles, root_pos, root_R, stance, c.fps)
 
 
 def _walking(c: _Ctx, centre: np.ndarray, heading0: float) -> Motion:

@@ -380,17 +380,20 @@ class CameraView:
 
 def render_frame(view: CameraView, body: Body, k: int, colors: np.ndarray, light: Lighting,
                  background: np.ndarray | None = None, shadow_joints: np.ndarray | None = None,
-                 windows: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 windows: list | None = None, canvas: np.ndarray | None = None,
+                 zbuf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Frame ``k`` of ``body`` seen by ``view``: RGB float32 (H, W, 3) and depth (H, W) (inf = bg).
 
     ``colors`` (len(MATERIALS), 3) albedos; ``background`` the lit background (defaults to the
     view's); ``shadow_joints`` (J, 3) world joints casting a soft contact shadow; ``windows``, if
-    given, collects the (v0, v1, u0, u1) image windows that were drawn into.
+    given, collects the (v0, v1, u0, u1) image windows that were drawn into. ``canvas`` and
+    ``zbuf``, if given, are drawn into in place (they must hold the background and inf; the
+    caller restores the windows afterwards), which saves two full-frame copies per frame.
     """
     cam = view.cam
     H, W = cam.height, cam.width
-    img = (view.background if background is None else background).copy()
-    zbuf = np.full((H, W), np.inf, np.float32)
+    img = (view.background if background is None else background).copy() if canvas is None else canvas
+    zbuf = np.full((H, W), np.inf, np.float32) if zbuf is None else zbuf
     R, tvec = cam.R, cam.t
     L = R @ light.direction  # light direction in the camera frame
     up_c = R[:, 2]           # world up in the camera frame
@@ -450,7 +453,7 @@ def render_frame(view: CameraView, body: Body, k: int, colors: np.ndarray, light
     return img, zbuf
 
 
-_SHADOW_JOINTS = tuple(J[n] for n in ("pelvis", "l_knee", "r_knee", "l_ankle", "r_ankle", "thorax"))
+_SHADOW_JOINTS = tuple(J[n] for n in ("pelvis", "l_ankle", "r_ankle", "thorax"))
 
 
 def _contact_shadow(view: CameraView, img: np.ndarray, joints: np.ndarray, light: Lighting) -> None:
@@ -480,7 +483,7 @@ def _contact_shadow(view: CameraView, img: np.ndarray, joints: np.ndarray, light
     dens = np.zeros(q.shape[:2], np.float32)
     heights = joints[:, 2]
     for j in _SHADOW_JOINTS:
-        w = 0.35 * np.exp(-heights[j] / 0.8)
+        w = 0.45 * np.exp(-heights[j] / 0.8)
         dens += w * np.exp(-((q[..., 0] - pts[j, 0]) ** 2 + (q[..., 1] - pts[j, 1]) ** 2) / sig2)
     img[v0:v1, u0:u1] *= (1 - np.clip(dens, 0, 0.6))[..., None]
     return v0, v1, u0, u1
@@ -509,6 +512,11 @@ def render_sequence(positions: np.ndarray, subject: Subject, views: dict[str, Ca
         bg_final = cv2.GaussianBlur(bg * 255.0, (0, 0), blur_sigma) if blur_sigma > 0 else bg * 255.0
         noise = [rng.normal(0, light.noise_sigma, (cam.height, cam.width, 3)).astype(np.float32)
                  for _ in range(4)]
+        # the static part of each frame, noise included, precomputed (uint8 BGR)
+        bg_noisy = [cv2.cvtColor(np.clip(bg_final + n, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+                    for n in noise]
+        canvas = bg.copy()
+        zbuf = np.full((cam.height, cam.width), np.inf, np.float32)
         path = Path(out_paths[name])
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (cam.width, cam.height))
@@ -517,21 +525,25 @@ def render_sequence(positions: np.ndarray, subject: Subject, views: dict[str, Ca
         try:
             for k in range(T):
                 wins: list = []
-                img, _ = render_frame(view, body, k, colors, light, bg, positions[k], windows=wins)
-                out = bg_final.copy()
+                render_frame(view, body, k, colors, light, bg, positions[k], windows=wins,
+                             canvas=canvas, zbuf=zbuf)
+                i = int(rng.integers(len(noise)))
+                out = bg_noisy[i].copy()
                 if wins:  # only the drawn window changes: blur it (with a margin) and paste it
                     m = 4
                     v0 = max(min(w[0] for w in wins) - m, 0)
                     v1 = min(max(w[1] for w in wins) + m, cam.height)
                     u0 = max(min(w[2] for w in wins) - m, 0)
                     u1 = min(max(w[3] for w in wins) + m, cam.width)
-                    patch = img[v0:v1, u0:u1] * 255.0
+                    patch = canvas[v0:v1, u0:u1] * 255.0
                     if blur_sigma > 0:
                         patch = cv2.GaussianBlur(patch, (0, 0), blur_sigma)
-                    out[v0:v1, u0:u1] = patch
-                out += noise[int(rng.integers(len(noise)))]
-                np.clip(out, 0, 255, out=out)
-                writer.write(cv2.cvtColor(out.astype(np.uint8), cv2.COLOR_RGB2BGR))
+                    patch += noise[i][v0:v1, u0:u1]
+                    np.clip(patch, 0, 255, out=patch)
+                    out[v0:v1, u0:u1] = cv2.cvtColor(patch.astype(np.uint8), cv2.COLOR_RGB2BGR)
+                    canvas[v0:v1, u0:u1] = bg[v0:v1, u0:u1]  # restore for the next frame
+                    zbuf[v0:v1, u0:u1] = np.inf
+                writer.write(out)
         finally:
             writer.release()
     return T

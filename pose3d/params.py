@@ -32,7 +32,9 @@ def section(name: str):
     """Class decorator: register a frozen dataclass as the schema of params section ``name``."""
 
     def deco(cls):
-        if not dataclasses.is_dataclass(cls):
+        # a class decorated with @dataclass itself (e.g. for default_factory fields) is kept;
+        # a subclass of a dataclass still needs its own fields processed
+        if "__dataclass_fields__" not in cls.__dict__:
             cls = dataclass(frozen=True)(cls)
         cls._section = name
         SECTIONS[name] = cls

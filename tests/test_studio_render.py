@@ -144,7 +144,7 @@ def test_stage_writes_layout_and_videos_match(tmp_path):
 def test_stage_bad_input_leaves_nothing(tmp_path, caplog):
     # missing mocap file
     rc, out = _run_stage(tmp_path, _tiny_params(tmp_path, source="mocap", mocap_path=str(tmp_path / "none.npz")))
-    assert rc == 1 and not out.exists() or not any(out.rglob("*"))
+    assert rc == 1 and (not out.exists() or not any(out.rglob("*")))
     assert "none.npz: file not found" in caplog.text
     # truncated BVH in a mocap folder
     d = tmp_path / "mocap" / "S1"

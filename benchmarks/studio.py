@@ -60,6 +60,10 @@ def _figure(p, videos: Path | None, out: Path, subject: str = "S9", action: str 
     cv2.imwrite(str(out), np.concatenate(rows, 0))
 
 
+def total_frames(takes, p) -> int:
+    return sum(len(t.sequence.positions_world) for t in takes) * p.num_cameras
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", default="params.yaml")
@@ -81,14 +85,18 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         views = {n: R.CameraView(c, 1) for n, c in cams[sample[0].sequence.subject].items()}
         res["views_seconds_per_subject"] = round(time.perf_counter() - t0, 3)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         frames = 0
         for t in sample:
             paths = {n: io.video_path(tmp, t.sequence.subject, t.sequence.action, n) for n in views}
             frames += R.render_sequence(t.sequence.positions_world.astype(np.float64), t.subject, views,
                                         paths, p.fps, 0) * len(views)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     res["render_frames"] = frames
+    # frames per CPU-second: what one otherwise idle core delivers (wall fps depends on load)
+    res["render_fps_per_cpu_second"] = round(frames / cpu, 2)
+    res["dataset_render_estimate_seconds_idle_cores"] = round(total_frames(takes, p) / (frames / cpu)
+                                                              / (p.workers or os.cpu_count() or 1), 1)
     res["render_fps_one_process"] = round(frames / dt, 2)
     total = sum(len(t.sequence.positions_world) for t in takes) * p.num_cameras
     workers = p.workers or os.cpu_count() or 1

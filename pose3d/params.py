@@ -319,14 +319,14 @@ class Pose2D:
     deconv_kernel: Literal[2, 3, 4] = 4
     num_deconv: int = 3
     sigma: float = 1.5              # Gaussian target sigma, heatmap pixels
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 32
     lr: float = 1e-3                # Adam
-    lr_steps: tuple[int, ...] = (6, 7)  # epochs after which lr *= lr_factor
+    lr_steps: tuple[int, ...] = (4, 5)  # epochs after which lr *= lr_factor
     lr_factor: float = 0.1
     weight_decay: float = 0.0
-    max_train_crops: int = 0        # 0 = every train crop; else an evenly spaced subset
-    val_max_crops: int = 512        # test-subject crops scored after every epoch
+    max_train_crops: int = 2400     # 0 = every train crop; else an evenly spaced subset
+    val_max_crops: int = 256        # test-subject crops scored after every epoch
     channels_last: bool = True
     # augmentation
     aug_scale: float = 0.25

@@ -105,6 +105,9 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None, base=None,
               enabled: bool | None = None, experiment: str | None = None) -> Iterator[Run]:
     """Open one MLflow run for a DVC stage; yields a :class:`Run` (inactive if disabled).
 
+    SIGTERM is turned into SystemExit for the stage process, so a killed stage unwinds
+    through this context (its run is marked FAILED, atomic writes remove their temp files).
+
     ``base`` is the ``base`` params section (its ``mlflow`` / ``mlflow_experiment`` decide
     whether and where to log). The run is FAILED if the block raises (also on Ctrl-C / kill
     via KeyboardInterrupt/SystemExit), FINISHED otherwise.
@@ -113,6 +116,7 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None, base=None,
         enabled = bool(getattr(base, "mlflow", True))
     experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or \
         getattr(base, "mlflow_experiment", "pose3d")
+    install_signal_handlers()
     run = Run()
     mlflow = None
     if enabled:

@@ -54,3 +54,28 @@ def test_tracking_failure_does_not_break_stage(repo, monkeypatch):
         assert not run.active
     with tracking.stage_run("evaluate", enabled=False) as run:
         assert not run.active
+
+
+def test_sigterm_marks_run_failed(repo):
+    """A stage killed with SIGTERM (what `kill` and job schedulers send) is recorded FAILED."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time\n"
+        "from pose3d import tracking\n"
+        "with tracking.stage_run('train_2d', experiment='pose3d-test') as run:\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    env = dict(os.environ, DVC_ROOT=str(repo))
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "started"
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 128 + signal.SIGTERM
+    (r,) = _runs(repo)
+    assert r.info.status == "FAILED"

@@ -1,0 +1,160 @@
+"""End to end: `dvc repro` of the whole DAG on tiny params in a copy of the repo, then a
+`dvc exp run -S repnet...` that must re-execute exactly lift@repnet and evaluate.
+
+This is the slowest test of the suite (a few minutes on 2 cores): it renders a tiny studio,
+trains every model for an epoch or two and checks the contracts between stages, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "base": {"cpu_precision": "fp32", "mlflow_experiment": "pose3d-e2e"},
+    "studio": {"subjects": {"S1": "train", "S5": "train", "S9": "test"},
+               "actions": ["Walking", "Sitting"], "seconds": 1.0, "fps": 10.0,
+               "width": 192, "height": 192, "num_cameras": 3, "workers": 1},
+    "extract": {"crop_size": 64},
+    "pose2d": {"epochs": 1, "max_train_crops": 48, "val_max_crops": 16, "lr_steps": [1]},
+    "martinez": {"epochs": 1, "hidden": 64, "batch_size": 64},
+    "repnet": {"epochs": 2, "hidden": 64, "critic_hidden": 16, "critic_kcs_hidden": 32,
+               "batch_size": 64},
+    "temporal": {"epochs": 1, "channels": 32, "traj_channels": 16, "filter_widths": [3, 3],
+                 "batch_size": 64},
+    # noise-free ground-truth 2D: calibrated triangulation must be exact
+    "triangulate": {"input": "gt", "noise_px": 0.0, "prob_samples": 16, "prob_iters": 4,
+                    "prob_score_frames": 4},
+    "hg3d": {"epochs_2d": 1, "epochs_3d": 1, "epochs_joint": 1, "samples_per_epoch": 32,
+             "batch_size": 16, "input_size": 64, "depth_channels": 16},
+    "evaluate": {"gif_frames": 4},
+}
+
+
+def _merge(dst: dict, src: dict) -> dict:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict) and k != "subjects":
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    if shutil.which("git") is None:
+        pytest.skip("git not available")
+    dst = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        src = REPO / f
+        if not src.is_file() or f.startswith(("reports/", "data/")) or f == "dvc.lock":
+            continue
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst / f)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    (dst / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update({"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"})
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "DVC_EXP_NAME"):
+        env.pop(k, None)
+    _run(["git", "init", "-q"], dst, env)
+    _run(["git", "config", "user.email", "e2e@pose3d.invalid"], dst, env)
+    _run(["git", "config", "user.name", "pose3d e2e"], dst, env)
+    _run(["git", "add", "-A"], dst, env)
+    _run(["git", "commit", "-qm", "tiny"], dst, env)
+    repro = _run([sys.executable, "-m", "dvc", "repro"], dst, env, timeout=1200)
+    return dst, env, repro
+
+
+def _stage_outputs(dvc_yaml: dict) -> list[str]:
+    """Every declared out/metric/plot path, foreach items expanded."""
+    paths = []
+    for name, st in dvc_yaml["stages"].items():
+        items = st.get("foreach", [None])
+        body = st.get("do", st)
+        for item in items:
+            for key in ("outs", "metrics", "plots"):
+                for o in body.get(key, []):
+                    p = next(iter(o)) if isinstance(o, dict) else o
+                    paths.append(p.replace("${item}", str(item)))
+    return paths
+
+
+def _mlflow_runs(root: Path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["pose3d-e2e"], output_format="list")
+
+
+def test_every_declared_output_exists(tiny_repo):
+    root, _, _ = tiny_repo
+    dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
+    missing = [p for p in _stage_outputs(dvc_yaml) if not (root / p).exists()]
+    assert not missing, f"declared outputs not written: {missing}"
+
+
+def test_metrics_are_finite_and_triangulation_exact(tiny_repo):
+    root, _, _ = tiny_repo
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    methods = {"martinez", "repnet", "temporal", "hg3d", "triangulate_algebraic",
+               "triangulate_ransac", "triangulate_probabilistic"}
+    assert methods <= set(metrics), sorted(metrics)
+    for m in methods:
+        assert math.isfinite(metrics[m]["pa_mpjpe_mm"]), (m, metrics[m])
+    # noise-free GT 2D through the calibrated cameras: sub-millimetre
+    assert metrics["triangulate_algebraic"]["mpjpe_mm"] < 1.0
+    assert metrics["triangulate_ransac"]["mpjpe_mm"] < 1.0
+    assert (root / "reports" / "report.md").read_text().count("|") > 20
+
+
+def test_one_mlflow_run_per_executed_stage(tiny_repo):
+    root, _, _ = tiny_repo
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    stages = set(lock["stages"])
+    runs = _mlflow_runs(root)
+    tagged = [r.data.tags.get("dvc.stage") for r in runs]
+    assert sorted(tagged) == sorted(stages), (sorted(tagged), sorted(stages))
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_second_repro_is_a_noop(tiny_repo):
+    root, env, _ = tiny_repo
+    out = _run([sys.executable, "-m", "dvc", "repro"], root, env).stdout
+    assert "Running stage" not in out, out
+
+
+def test_exp_run_reruns_only_repnet_and_evaluate(tiny_repo):
+    root, env, _ = tiny_repo
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "baseline", "--allow-empty"], root, env)
+    before = len(_mlflow_runs(root))
+    out = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "repnet.reproj_weight=2.0"],
+               root, env, timeout=600).stdout
+    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    assert ran == ["evaluate", "lift@repnet"], out
+    runs = _mlflow_runs(root)
+    assert len(runs) == before + 2
+    new = {r.data.tags["dvc.stage"]: r for r in runs[: len(runs) - before]}
+    assert set(new) == {"lift@repnet", "evaluate"}
+    assert new["lift@repnet"].data.params["repnet.reproj_weight"] == "2.0"

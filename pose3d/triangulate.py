@@ -231,7 +231,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                     "seconds": time.perf_counter() - t0})
     if reproj:
         metrics["reprojection_px"] = _nanmean(torch.cat(reproj))
-    meta = {"joint_names": list(JOINT_NAMES), "method": method, "units": "m", "root_relative": False,
+    meta = {"joint_names": list(JOINT_NAMES), "method": f"triangulate_{method}", "units": "m", "root_relative": False,
             "input": p.input, "noise_px": p.noise_px}
     metrics["stature_prior_m"] = stature_m
     if method == "probabilistic":

@@ -268,7 +268,7 @@ def test_stage_end_to_end(tmp_path, method):
     m = json.loads(met.read_text())
     table, meta = read_table(out)
     assert table.num_rows == 24 and set(table.column("subject").to_pylist()) == {"S9"}
-    assert meta["method"] == method and meta["root_relative"] is False and meta["units"] == "m"
+    assert meta["method"] == f"triangulate_{method}" and meta["root_relative"] is False and meta["units"] == "m"
     if method == "probabilistic":
         assert meta["coord_frame"] == "reference_camera" and meta["reference_camera"] == "cam0"
         assert m["pa_mpjpe_mm"] < 30 and m["rotation_error_deg"] < 5

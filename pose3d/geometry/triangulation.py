@@ -165,66 +165,92 @@ def view_pairs(V: int, max_pairs: int | None = None, generator: torch.Generator 
 
 def triangulate_ransac(points: torch.Tensor, P: torch.Tensor, weights: torch.Tensor | None = None,
                        threshold: float | torch.Tensor = 1e-2, min_inliers: int = 2,
-                       max_hypotheses: int = 64, refits: int = 2,
+                       max_hypotheses: int = 64, refits: int = 1, ambiguity: float = 0.25,
                        generator: torch.Generator | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RANSAC over views (H&Z 4.7.1) with vectorised hypotheses, then a weighted DLT refit.
+    """RANSAC over views (H&Z 4.7.1) with vectorised hypotheses, MSAC scoring and local refits.
 
-    Every hypothesis is a pair of views; all pairs (or ``max_hypotheses`` random ones, the same
-    for every point) are triangulated by two-view DLT for all points at once, reprojected into
-    all V views, and scored with MSAC (``sum_v min(e_v^2, threshold^2)``). The best hypothesis'
-    inliers (``e_v < threshold`` and in front of the camera) are refitted by weighted DLT, and the
-    inlier set is re-evaluated ``refits`` times (local optimisation).
+    1. Hypotheses: every pair of views (or ``max_hypotheses`` random pairs, the same for every
+       point) is triangulated by two-view DLT, for all points at once.
+    2. Local optimisation (LO-RANSAC, Chum et al. 2003), also batched over hypotheses: each
+       hypothesis is refitted by weighted DLT on its inliers (``e_v < threshold``, in front of
+       the camera) and its inliers re-evaluated, so a pair whose 3rd-view prediction fell just
+       outside the threshold still collects its support.
+    3. Scoring: weighted MSAC (Torr & Zisserman 2000), ``sum_v s_v min(e_v^2, threshold^2)``
+       with ``s_v`` the joint's detection weights scaled to max 1 (all 1 without weights): the
+       pair that is geometrically consistent wins over a chance-consistent pair of outliers
+       with the same inlier count unless the outliers fit better, and rejecting a confident view
+       costs more than rejecting a doubtful one.
+    4. Ambiguity: if a rival hypothesis (``>= min_inliers`` inliers, sharing fewer than 2 of
+       them with the winner's inlier set, so a different 3D point) scores within ``ambiguity * threshold^2`` of the
+       winner, the views hold two competing consensus sets (e.g. 2 inliers against 2
+       epipolar-consistent outliers in 4 views) and the joint comes back as NaN (missing)
+       rather than as a coin flip. ``ambiguity = 0`` disables the check.
 
     Args:
         points: (*, V, J, 2), same conventions as :func:`triangulate_dlt`; NaN = missing.
         P: (V, 3, 4) projection matrices (shared by the batch).
-        weights: (*, V, J) optional row weights for the refit (hypotheses ignore them).
+        weights: (*, V, J) optional detection weights (refits and MSAC; hypotheses ignore them).
         threshold: inlier threshold in ``points``' units, a number or a (V,) tensor (per view,
             e.g. ``px / focal`` for normalised coordinates).
         min_inliers: joints whose best hypothesis has fewer inliers come back as NaN.
+        refits: extra inlier re-evaluations of the winner after the local optimisation.
 
     Returns:
-        X (*, J, 3) and the inlier mask (*, V, J) bool.
+        X (*, J, 3) and the inlier mask (*, V, J) bool (all False where X is NaN).
     """
     check_shape(points, "* V J 2", "points")
     check_shape(P, "V 3 4", "P")
     V = points.shape[-3]
     x, w = _usable(points, weights)
     valid = w > 0  # (*, V, J)
+    wr = w if weights is not None else valid.to(points.dtype)
+    # MSAC view weights: the joint's weights scaled to max 1
+    s = wr / wr.amax(-2, keepdim=True).clamp_min(torch.finfo(wr.dtype).tiny)
     thr = torch.as_tensor(threshold, dtype=points.dtype, device=points.device)
     thr = thr.reshape(-1, 1) if thr.ndim == 1 else thr  # (V, 1) or scalar
+    thr2 = thr ** 2
+    mean_thr2 = thr2.mean()
 
-    def inliers_of(X: torch.Tensor, hyp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        # X (*, [H,] J, 3) -> inlier mask (*, [H,] V, J) and truncated squared-error sum (*, [H,] J)
+    def score(X: torch.Tensor, hyp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        # X (*, [H,] J, 3) -> inlier mask (*, [H,] V, J) and MSAC cost (*, [H,] J) (inf if X NaN)
         proj, depth = _project_P(X, P)
-        obs, ok = (x.unsqueeze(-4), valid.unsqueeze(-3)) if hyp else (x, valid)
+        obs, ok, sv = (x.unsqueeze(-4), valid.unsqueeze(-3), s.unsqueeze(-3)) if hyp else (x, valid, s)
         e2 = ((proj - obs) ** 2).sum(-1)
         ok = ok & (depth > 0) & torch.isfinite(e2)
         e2 = torch.where(ok, e2, torch.full_like(e2, float("inf")))
-        inl = e2 < thr ** 2
-        cost = torch.minimum(e2, (thr ** 2).expand_as(e2)).sum(-2)
+        inl = e2 < thr2
+        cost = (sv * torch.minimum(e2, thr2.expand_as(e2))).sum(-2)
+        cost = torch.where(torch.isfinite(X).all(-1), cost, torch.full_like(cost, float("inf")))
         return inl, cost
 
     pairs = view_pairs(V, max_hypotheses, generator).to(points.device)  # (H, 2)
-    xh = x[..., pairs, :, :]  # (*, H, 2, J, 2)
-    vh = valid[..., pairs, :].to(points.dtype)  # (*, H, 2, J)
-    Xh = triangulate_dlt(xh, P[pairs], vh)  # (*, H, J, 3)
-    inl, cost = inliers_of(Xh, hyp=True)  # (*, H, V, J), (*, H, J)
-    cost = torch.where(torch.isfinite(Xh).all(-1), cost, torch.full_like(cost, float("inf")))
+    Xh = triangulate_dlt(x[..., pairs, :, :], P[pairs], valid[..., pairs, :].to(points.dtype))  # (*, H, J, 3)
+    inl, _ = score(Xh, hyp=True)  # (*, H, V, J)
+    # local optimisation of every hypothesis at once: refit on its inliers, re-score
+    Xh = triangulate_dlt(x.unsqueeze(-4), P, wr.unsqueeze(-3) * inl, min_views=2)
+    inl, cost = score(Xh, hyp=True)
+    n_h = inl.sum(-2)  # (*, H, J)
+    cost = torch.where(n_h >= min_inliers, cost, torch.full_like(cost, float("inf")))
     best = cost.argmin(dim=-2, keepdim=True)  # (*, 1, J)
     inliers = inl.gather(-3, best.unsqueeze(-2).expand(*inl.shape[:-3], 1, V, inl.shape[-1])).squeeze(-3)
-    wr = w if weights is not None else valid.to(points.dtype)
-    X = triangulate_dlt(x, P, wr * inliers)
+    X = Xh.gather(-3, best.unsqueeze(-1).expand(*Xh.shape[:-3], 1, Xh.shape[-2], 3)).squeeze(-3)
+    best_cost = cost.gather(-2, best).squeeze(-2)  # (*, J)
+    ok = torch.isfinite(best_cost)
+    if ambiguity > 0:
+        # a rival shares fewer than 2 inlier views with the winner: a different 3D point
+        rival = ((inl & inliers.unsqueeze(-3)).sum(-2) < 2) & (n_h >= min_inliers)  # (*, H, J)
+        close = cost <= best_cost.unsqueeze(-2) + ambiguity * mean_thr2
+        ok = ok & ~(rival & close).any(-2)
     for _ in range(refits):
-        inl2, _ = inliers_of(X, hyp=False)
+        inl2, _ = score(X, hyp=False)
         # keep the old set where the refit lost support (a refit never drops below min_inliers)
         keep = inl2.sum(-2, keepdim=True) >= inliers.sum(-2, keepdim=True)
         inliers = torch.where(keep, inl2, inliers)
         X = triangulate_dlt(x, P, wr * inliers)
-    n = inliers.sum(-2)
-    X = torch.where((n >= min_inliers).unsqueeze(-1), X, torch.full_like(X, float("nan")))
-    return X, inliers
+    ok = ok & (inliers.sum(-2) >= min_inliers) & torch.isfinite(X).all(-1)
+    X = torch.where(ok.unsqueeze(-1), X, torch.full_like(X, float("nan")))
+    return X, inliers & ok.unsqueeze(-2)
 
 
 # --------------------------------------------------------------------------- refinement
@@ -346,13 +372,16 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
                 score_threshold: float = 0.0, weighted: bool = True, refine: bool = False,
                 refine_iters: int = 10, ransac_threshold_px: float = 10.0,
                 ransac_min_inliers: int = 2, ransac_max_hypotheses: int = 64,
+                ransac_ambiguity: float = 0.25,
                 chunk_points: int = 200_000, seed: int = 0) -> Triangulation:
     """Distorted 2D detections (*, V, J, 2) pixels + calibrated cameras -> 3D (*, J, 3) metres.
 
     Steps: undistort to normalised coordinates with each camera's K and dist; drop observations
     that are NaN or have ``scores < score_threshold``; solve by ``method`` ("dlt": weighted DLT,
     H&Z 12.2; "ransac": RANSAC over views with a ``ransac_threshold_px`` reprojection threshold,
-    then a refit); optionally ``refine`` by Levenberg-Marquardt on the distorted reprojection
+    local refits and weighted MSAC scoring; joints whose views hold two competing consensus sets
+    within ``ransac_ambiguity * threshold^2`` come back NaN, see :func:`triangulate_ransac`);
+    optionally ``refine`` by Levenberg-Marquardt on the distorted reprojection
     error (H&Z 12.3); report each joint's mean reprojection error over the views it used.
 
     ``weighted``: detection scores become DLT row weights (else every kept view weighs 1).
@@ -403,7 +432,8 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
         else:
             X, used = triangulate_ransac(norm_f[sl], P, w[sl], threshold=ransac_threshold_px,
                                          min_inliers=ransac_min_inliers,
-                                         max_hypotheses=ransac_max_hypotheses, generator=gen)
+                                         max_hypotheses=ransac_max_hypotheses,
+                                         ambiguity=ransac_ambiguity, generator=gen)
             used = used & (w[sl] > 0)
         if refine:
             X = refine_reprojection(X, pts[sl], cams, w[sl] * used, iters=refine_iters)

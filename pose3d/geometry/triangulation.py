@@ -414,21 +414,33 @@ def refine_reprojection(X: torch.Tensor, points_px: torch.Tensor, cameras: Mappi
 # The pipeline's DLT path works on a (V, N) layout (views x all frames*joints), contiguous
 # per coordinate, in cache-sized chunks: every step is a handful of elementwise ops and one GEMM.
 def _undistort_vn(u: torch.Tensor, v: torch.Tensor, K: torch.Tensor, dist: torch.Tensor,
-                  step_tol: float = 1e-7, max_iters: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+                  step_tol: float = 1e-5, max_iters: int = 20, fast32: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Distorted pixels u, v (V, N) -> normalised x, y (V, N): Newton's method on OpenCV's
     radial-tangential model (analytic 2x2 Jacobian; the same model and fixed point as
     :func:`pose3d.geometry.camera.undistort_points`), started at the distorted point. Newton
     converges quadratically, so once every finite step is below ``step_tol`` (normalised units)
-    the remaining error is ~step_tol^2: it stops there, typically after 4 steps. Fused
+    the remaining error is ~step_tol^2 (< 1e-10, ~1e-7 px): it stops there, typically after 3 steps. Fused
     multiply-adds (``addcmul``) keep the op count low. NaN stays NaN."""
     fx, s_, cx, fy, cy = (K[:, i, j, None] for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2)))
     yd = (v - cy) / fy
     xd = (u - cx - s_ * yd) / fx
     if not bool((dist != 0).any()):
         return xd, yd
+    x, y = xd, yd
+    if x.dtype == torch.float64 and fast32:
+        # the first steps in float32 (twice the SIMD width): Newton's quadratic convergence reaches
+        # float32's ~1e-7 there, and float64 steps then take it to ~1e-14
+        x, y = _newton_undistort(xd.float(), yd.float(), dist.float(), 2, 0.0)
+        x, y = x.double(), y.double()
+    return _newton_undistort(xd, yd, dist, max_iters, step_tol, x, y)
+
+
+def _newton_undistort(xd, yd, dist, max_iters, step_tol, x=None, y=None):
     k1, k2, p1, p2, k3 = (dist[:, i, None] for i in range(5))
     tp1, tp2, sp1, sp2, k1d, k2d, k3d = 2 * p1, 2 * p2, 6 * p1, 6 * p2, 2 * k1, 4 * k2, 6 * k3
-    x, y = xd, yd
+    if x is None:
+        x, y = xd, yd
     for _ in range(max_iters):
         xx, yy, xy = x * x, y * y, x * y
         r2 = xx + yy
@@ -470,8 +482,7 @@ def _dlt_vn(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, C: torch.Tensor, 
     """Normalised x, y (V, N) (NaN-free where ``w > 0``), weights w (V, N), coefficients C
     (4V, 10) -> weighted homogeneous DLT X (N, 3), NaN where fewer than ``min_views`` views."""
     w2 = w * w
-    x = torch.where(w > 0, x, torch.zeros_like(x))
-    y = torch.where(w > 0, y, torch.zeros_like(y))
+    x, y = x.nan_to_num(0.0, 0.0, 0.0), y.nan_to_num(0.0, 0.0, 0.0)  # missing views have w = 0
     phi = torch.cat([w2 * (x * x + y * y), w2 * x, w2 * y, w2])  # (4V, N)
     m = C.T @ phi  # (10, N)
     X, resid, _ = _homogeneous_solve(m.unbind(0))
@@ -508,25 +519,39 @@ def _reprojection_vn(X: torch.Tensor, u: torch.Tensor, v: torch.Tensor, cams: Ma
     return ((pu - u) ** 2 + (pv - v) ** 2).sqrt()
 
 
-def _triangulate_dlt_fast(pts: torch.Tensor, w: torch.Tensor, cams: Mapping[str, torch.Tensor],
-                          chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distorted pixels (N, V, J, 2), weights (N, V, J) -> X (N, J, 3) and reprojection error
-    (N, V, J) px, by the (V, N) layout in chunks of ``chunk`` points (cache-resident)."""
+def _triangulate_dlt_fast(pts: torch.Tensor, scores: torch.Tensor | None, cams: Mapping[str, torch.Tensor],
+                          score_threshold: float, weighted: bool, chunk: int | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distorted pixels (N, V, J, 2), scores (N, V, J) or None -> X (N, J, 3), mean reprojection
+    error over the used views (N, J) px (NaN where X is), used (N, V, J) bool; everything per
+    chunk of ``chunk`` points (default ~32k observations) in the (V, points) layout (cache-resident)."""
     N, V, J, _ = pts.shape
+    chunk = chunk or max(512, 32768 // V)
     uv = pts.permute(3, 1, 0, 2).reshape(2, V, N * J)  # one copy into the (coord, V, points) layout
-    wv = w.permute(1, 0, 2).reshape(V, N * J)
+    sc = scores.permute(1, 0, 2).reshape(V, N * J) if scores is not None else None
     f = (cams["K"][:, 0, 0] + cams["K"][:, 1, 1]) / 2
     C = _dlt_coefficients(cams["R"], cams["t"], f)
-    Xs, es = [], []
+    Xs, reps, useds = [], [], []
     for s in range(0, N * J, chunk):
-        u, v, ww = uv[0, :, s:s + chunk], uv[1, :, s:s + chunk], wv[:, s:s + chunk]
+        u, v = uv[0, :, s:s + chunk], uv[1, :, s:s + chunk]
+        ok = torch.isfinite(u) & torch.isfinite(v)
+        if sc is None:
+            w = ok.to(u.dtype)
+        else:
+            c = sc[:, s:s + chunk]
+            ok = ok & (c >= score_threshold)  # NaN scores compare False
+            w = torch.where(ok, c.clamp_min(0), 0.0) if weighted else ok.to(c.dtype)
         x, y = _undistort_vn(u, v, cams["K"], cams["dist"])
-        X = _dlt_vn(x, y, ww, C)
+        X = _dlt_vn(x, y, w, C)
+        used = w > 0
+        e = torch.where(used, _reprojection_vn(X, u, v, cams), 0.0).sum(0)
         Xs.append(X)
-        es.append(_reprojection_vn(X, u, v, cams))
+        reps.append(e / used.sum(0))  # NaN where X is NaN (or no view)
+        useds.append(used)
     X = torch.cat(Xs).reshape(N, J, 3)
-    err = torch.cat(es, dim=1).reshape(V, N, J).permute(1, 0, 2)
-    return X, err
+    rep = torch.cat(reps).reshape(N, J)
+    used = torch.cat(useds, dim=1).reshape(V, N, J).permute(1, 0, 2)
+    return X, rep, used
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -579,30 +604,38 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
     if method not in ("dlt", "ransac"):
         raise ValueError(f"method = {method!r}: expected 'dlt' or 'ransac'")
 
-    keep = torch.isfinite(points_px).all(-1)
-    if scores is not None:
-        keep = keep & torch.isfinite(scores) & (scores >= score_threshold)
-    if not (keep.sum(-2) >= 2).any():
-        raise ValueError(f"points_px: no joint has at least 2 usable views (shape {tuple(points_px.shape)}, "
-                         f"{int(keep.sum())} finite observations with score >= {score_threshold}); "
-                         "check for NaN input or a too high score threshold")
-    w = keep.to(points_px.dtype)
-    if weighted and scores is not None:
-        w = w * torch.nan_to_num(scores).clamp_min(0)
+    def no_views():
+        keep = torch.isfinite(points_px).all(-1)
+        if scores is not None:
+            keep = keep & torch.isfinite(scores) & (scores >= score_threshold)
+        return ValueError(f"points_px: no joint has at least 2 usable views (shape {tuple(points_px.shape)}, "
+                          f"{int(keep.sum())} finite observations with score >= {score_threshold}); "
+                          "check for NaN input or a too high score threshold")
 
     # flatten the batch: (N, V, J, 2) with N = prod(lead)
     pts = points_px.reshape(-1, V, J, 2)
-    w = w.reshape(-1, V, J)
+    sc = scores.reshape(-1, V, J) if scores is not None else None
     N = pts.shape[0]
-    err = None
-    if method == "dlt":  # fast path: (V, points) layout, cache-sized chunks, GEMM + closed form
-        X, err = _triangulate_dlt_fast(pts, w, cams)
-        used = w > 0
-        if refine:
-            n_per = max(1, chunk_points // J)
-            X = torch.cat([refine_reprojection(X[s:s + n_per], pts[s:s + n_per], cams, w[s:s + n_per],
-                                               iters=refine_iters) for s in range(0, N, n_per)])
-            err = None
+    if method == "dlt" and not refine:  # fast path: (V, points) layout, GEMM + closed form
+        X, rep, used = _triangulate_dlt_fast(pts, sc, cams, score_threshold, weighted)
+        if not bool((used.sum(-2) >= 2).any()):
+            raise no_views()
+        return Triangulation(points_3d=X.reshape(*lead, J, 3), reprojection_error_px=rep.reshape(*lead, J),
+                             used=used.reshape(*lead, V, J))
+
+    keep = torch.isfinite(pts).all(-1)
+    if sc is not None:
+        keep = keep & torch.isfinite(sc) & (sc >= score_threshold)
+    if not (keep.sum(-2) >= 2).any():
+        raise no_views()
+    w = keep.to(pts.dtype)
+    if weighted and sc is not None:
+        w = w * torch.nan_to_num(sc).clamp_min(0)
+    if method == "dlt":  # with refinement
+        X, _, used = _triangulate_dlt_fast(pts, sc, cams, score_threshold, weighted)
+        n_per = max(1, chunk_points // J)
+        X = torch.cat([refine_reprojection(X[s:s + n_per], pts[s:s + n_per], cams, w[s:s + n_per],
+                                           iters=refine_iters) for s in range(0, N, n_per)])
     else:
         uvt = pts.permute(3, 1, 0, 2).reshape(2, V, N * J)
         xn, yn = _undistort_vn(uvt[0], uvt[1], cams["K"], cams["dist"])
@@ -626,8 +659,7 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
             Xs.append(X)
             useds.append(used)
         X, used = torch.cat(Xs), torch.cat(useds)
-    if err is None:
-        err = reprojection_errors(X, pts, cams)
+    err = reprojection_errors(X, pts, cams)
     X = X.reshape(*lead, J, 3)
     used = used.reshape(*lead, V, J)
     err = err.reshape(*lead, V, J)

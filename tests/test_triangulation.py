@@ -139,6 +139,34 @@ def test_ransac_ignores_planted_outliers():
     assert torch.equal(res.used, ~bad)
 
 
+def test_ransac_two_against_two_is_ambiguous_not_a_coin_flip():
+    # views 0, 1 see X; views 2, 3 see a different point Y: two consensus sets of 2 in 4 views
+    cams = make_rig(V=4)
+    X, Y = make_points((1, 5), seed=1), make_points((1, 5), seed=2)
+    uv = torch.cat([observe(X, cams)[:, :2], observe(Y, cams)[:, 2:]], dim=1)
+    res = triangulate(uv, cams, method="ransac", ransac_threshold_px=5.0)
+    assert torch.isnan(res.points_3d).all() and not res.used.any()
+    forced = triangulate(uv, cams, method="ransac", ransac_threshold_px=5.0, ransac_ambiguity=0.0)
+    assert torch.isfinite(forced.points_3d).all()
+    # one consistent pair plus a third view on the same point wins: not ambiguous
+    uv3 = uv.clone()
+    uv3[:, 2] = observe(X, cams)[:, 2]
+    res3 = triangulate(uv3, cams, method="ransac", ransac_threshold_px=5.0)
+    assert (res3.points_3d - X).abs().max() < 1e-8
+
+
+def test_fast_undistortion_matches_camera_model():
+    from pose3d.geometry.camera import undistort_points
+    from pose3d.geometry.triangulation import _undistort_vn
+
+    cams = make_rig(V=3)
+    g = torch.Generator().manual_seed(0)
+    uv = torch.rand(3, 500, 2, generator=g, dtype=D) * torch.tensor([1280.0, 720.0], dtype=D)
+    ref = undistort_points(uv, cams["K"], cams["dist"], normalized=True, iters=60)
+    x, y = _undistort_vn(uv[..., 0].contiguous(), uv[..., 1].contiguous(), cams["K"], cams["dist"])
+    assert (torch.stack([x, y], -1) - ref).abs().max() < 1e-12
+
+
 def test_ransac_low_level_returns_inliers():
     cams = make_rig(V=5, distort=False)
     X = make_points((3, 4))

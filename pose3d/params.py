@@ -181,8 +181,9 @@ def fingerprint(*objs) -> str:
 class Base:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: CPU precision for training: fp32 or bf16 autocast (CUDA always uses AMP).
-    cpu_precision: Literal["fp32", "bf16"] = "bf16"
+    #: CPU precision for training: auto (bf16 where the CPU has it natively), fp32 or bf16
+    #: autocast (CUDA always uses AMP).
+    cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int = 0  # 0 = torch default
     mlflow: bool = True
     mlflow_experiment: str = "pose3d"
@@ -269,6 +270,10 @@ class Temporal(_LiftCommon):
     channels: int = 512
     traj_channels: int = 256
     traj_weight: float = 1.0
+    #: weight of a velocity term ||(y_t+1 - y_t) - (gt_t+1 - gt_t)|| on pairs of adjacent
+    #: output frames (0 = VideoPose3D's MPJPE only); pairs are two strided windows one frame
+    #: apart with the same augmentation, so batch_size windows are batch_size / 2 pairs
+    velocity_weight: float = 0.0
     #: semi-supervision: 3D labels only for labeled_subjects ([] = every train subject);
     #: unlabeled_subjects contribute 2D only (reprojection through the known intrinsics and
     #: the temporal discriminator). A subject may not be in both.

@@ -34,6 +34,8 @@ from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_ta
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.skeleton import JOINT_NAMES, PARENTS
 
+from pose3d.train import cpu_has_native_bf16, resolve_precision  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
 
 
@@ -92,33 +94,6 @@ def build_model(config: PoseResNetConfig) -> PoseResNet:
 
 
 # --------------------------------------------------------------------------- inference
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (AVX512_BF16 or AMX). Without it, oneDNN
-    emulates bf16 and autocast is *slower* than fp32 (measured: ResNet-18 at 128 px, 6.5 vs
-    10 crops/s on an AVX-512 Xeon without avx512_bf16)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"avx512_bf16", "amx_bf16"} & flags)
-    except OSError:
-        pass
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'bf16' on a CPU without native bf16 -> 'fp32' (logged); 'auto' -> the faster one."""
-    if device.type == "cuda":
-        return "bf16" if precision in ("auto", "bf16") and torch.cuda.is_bf16_supported() else (
-            "fp16" if precision in ("auto", "bf16") else precision)
-    if precision in ("bf16", "auto") and not cpu_has_native_bf16():
-        if precision == "bf16":
-            log.warning("this CPU has no native bf16 (avx512_bf16/amx): using fp32, which is faster here")
-        return "fp32"
-    return "bf16" if precision == "auto" else precision
-
-
 def _autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pose3d import params, pose2d, tracking
+from pose3d import cli, pose2d, tracking
 from pose3d.data.crops import read_crop_index
 from pose3d.data.io import DataError
 
@@ -31,14 +31,9 @@ def main(argv=None) -> int:
     ap.add_argument("--figure", required=True)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        p = params.load("detect", a.params)
-        base = params.load("base", a.params)
-    except params.ParamsError as e:
-        log.error("%s", e)
-        return 2
-    flat = {f"detect.{k}": v for k, v in params.as_flat_dict(p).items()}
+    s = cli.setup("detect", a.params)
+    p, base = s.params, s.base
+    flat = s.flat
     try:
         index = read_crop_index(a.crops_index)
         model, config = pose2d.load_model(Path(a.model_dir), device=base.device)

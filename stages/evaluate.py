@@ -20,9 +20,8 @@ import logging
 import sys
 import time
 
-from pose3d import evaluation, params, tracking
+from pose3d import cli, evaluation, tracking
 from pose3d.data.io import DataError
-from pose3d.train import resolve_device
 
 log = logging.getLogger("evaluate")
 
@@ -42,16 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--report", required=True)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    tracking.install_signal_handlers()
-    try:
-        p = params.load("evaluate", a.params)
-        base = params.load("base", a.params)
-        device = resolve_device(base.device)
-    except (params.ParamsError, RuntimeError) as e:
-        log.error("%s", e)
-        return 2
-    flat = {f"evaluate.{k}": v for k, v in params.as_flat_dict(p).items()}
+    s = cli.setup("evaluate", a.params)
+    p, base, device = s.params, s.base, s.device
+    flat = dict(s.flat)
     with tracking.stage_run(stage="evaluate", params=flat, base=base) as run:
         t0 = time.perf_counter()
         try:

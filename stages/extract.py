@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from pose3d import params, tracking
+from pose3d import cli, tracking
 from pose3d.data.crops import extract_crops
 from pose3d.data.io import DataError
 
@@ -26,14 +26,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out-index", required=True)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        p = params.load("extract", a.params)
-        base = params.load("base", a.params)
-    except params.ParamsError as e:
-        log.error("%s", e)
-        return 2
-    flat = {f"extract.{k}": v for k, v in params.as_flat_dict(p).items()}
+    s = cli.setup("extract", a.params, device=False)
+    p, base = s.params, s.base
+    flat = s.flat
     try:
         with tracking.stage_run(stage="extract", params=flat, base=base) as run:
             stats = extract_crops(a.mocap, a.cameras, a.videos, a.out_h5, a.out_index,

@@ -14,9 +14,8 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
-from pose3d import params, tracking
+from pose3d import cli, tracking
 from pose3d.data import h36m
 from pose3d.data.io import DataError, write_json
 
@@ -30,15 +29,10 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        p = params.load("prepare", a.params)
-        base = params.load("base", a.params)
-    except params.ParamsError as e:
-        log.error("%s", e)
-        return 2
+    s = cli.setup("prepare", a.params, device=False)
+    p, base = s.params, s.base
     source = p.source if a.source is None else a.source
-    flat = {f"prepare.{k}": v for k, v in params.as_flat_dict(p).items()}
+    flat = s.flat
     t0 = time.perf_counter()
     try:
         dataset = None

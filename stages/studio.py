@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pose3d import params, tracking
+from pose3d import cli, tracking
 from pose3d.data.io import DataError, atomic_dir, save_cameras, write_json, write_mocap
 from pose3d.data.studio import dataset
 
@@ -36,16 +36,10 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics", required=True, help="output summary (DVC metrics) json")
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    tracking.install_signal_handlers()
-    try:
-        p = params.load("studio", a.params)
-        base = params.load("base", a.params)
-    except params.ParamsError as e:
-        log.error("%s", e)
-        return 2
+    s = cli.setup("studio", a.params, device=False)
+    p, base = s.params, s.base
     mocap_path = p.mocap_path if a.mocap_path is None else a.mocap_path
-    flat = {f"studio.{k}": v for k, v in params.as_flat_dict(p).items()}
+    flat = s.flat
     outputs = [Path(a.mocap), Path(a.cameras), Path(a.videos), Path(a.metrics)]
     t0 = time.perf_counter()
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pose3d import params, pose2d, tracking
+from pose3d import cli, params, pose2d, tracking
 from pose3d.data.crops import Augmentation, read_crop_index
 from pose3d.data.io import DataError, write_json
 from pose3d.models.pose_resnet import PoseResNetConfig
@@ -33,15 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--curves", required=True)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        p = params.load("pose2d", a.params)
-        base = params.load("base", a.params)
-    except params.ParamsError as e:
-        log.error("%s", e)
-        return 2
-    if base.num_threads:
-        torch.set_num_threads(base.num_threads)
+    s = cli.setup("pose2d", a.params)
+    p, base = s.params, s.base
     try:
         index = read_crop_index(a.crops_index)
     except DataError as e:
@@ -60,7 +53,7 @@ def main(argv=None) -> int:
                        shift=p.aug_shift)
     # the checkpoint resumes only for identical params and identical crops
     fp = params.fingerprint(p, base) + "-" + str(index.meta.get("crop_size")) + f"-{len(index)}"
-    flat = {f"pose2d.{k}": v for k, v in params.as_flat_dict(p).items()}
+    flat = s.flat
     flat["extract.crop_size"] = index.crop_size
     with tracking.stage_run(stage="train_2d", params=flat, base=base) as run:
         model, history, final = pose2d.fit(

@@ -16,12 +16,9 @@ import argparse
 import logging
 import sys
 
-import torch
-
-from pose3d import params, tracking
+from pose3d import cli, tracking
 from pose3d import triangulate as stage
 from pose3d.data.io import DataError
-from pose3d.train import resolve_device
 
 log = logging.getLogger("triangulate")
 
@@ -36,18 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    tracking.install_signal_handlers()
-    try:
-        p = params.load("triangulate", a.params)
-        base = params.load("base", a.params)
-        device = resolve_device(base.device)
-    except (params.ParamsError, RuntimeError) as e:
-        log.error("%s", e)
-        return 2
-    if base.num_threads:
-        torch.set_num_threads(base.num_threads)
-    flat = {f"triangulate.{k}": v for k, v in params.as_flat_dict(p).items()}
+    s = cli.setup("triangulate", a.params)
+    p, base, device = s.params, s.base, s.device
+    flat = dict(s.flat)
     flat["method"] = a.method
     with tracking.stage_run(stage=f"triangulate@{a.method}", params=flat, base=base) as run:
         try:

@@ -147,7 +147,9 @@ def test_stages_end_to_end(tmp_path):
     assert (tmp_path / "fig.png").stat().st_size > 1000
     # a bad params key is an error naming it
     params.write_text(params.read_text().replace("epochs: 1", "epochz: 1"))
-    assert train_2d.main(["--crops-h5", str(crops_h5), "--crops-index", str(crops_pq),
-                          "--model-dir", str(model_dir), "--checkpoint", str(model_dir / "c.pt"),
-                          "--metrics", str(tmp_path / "m.json"), "--curves", str(tmp_path / "c.csv"),
-                          "--params", str(params)]) == 2
+    with pytest.raises(SystemExit) as exc:
+        train_2d.main(["--crops-h5", str(crops_h5), "--crops-index", str(crops_pq),
+                       "--model-dir", str(model_dir), "--checkpoint", str(model_dir / "c.pt"),
+                       "--metrics", str(tmp_path / "m.json"), "--curves", str(tmp_path / "c.csv"),
+                       "--params", str(params)])
+    assert exc.value.code == 2

@@ -109,7 +109,11 @@ def _run_stage(tmp_path, params):
     out = tmp_path / "out"
     args = ["--params", str(params), "--mocap", str(out / "mocap.h5"), "--cameras", str(out / "cameras.json"),
             "--videos", str(out / "videos"), "--metrics", str(out / "metrics.json")]
-    return mod.main(args), out
+    try:
+        rc = mod.main(args)
+    except SystemExit as e:  # cli.setup exits 2 on a params error
+        rc = e.code
+    return rc, out
 
 
 def test_stage_writes_layout_and_videos_match(tmp_path):

@@ -174,6 +174,19 @@ def fingerprint(*objs) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@section("dataset")
+class Dataset:
+    """Where downstream stages read data (interpolated into dvc.yaml paths, not read by code)."""
+
+    root: str = "data/studio"
+    detections: str = "data/detections_2d.parquet"
+
+    def validate(self, p):
+        require(bool(self.root), f"{p}.root", self.root, "must name a folder")
+        require(self.detections.endswith(".parquet"), f"{p}.detections", self.detections,
+                "must be a .parquet file")
+
+
 # =====================================================================================
 # Sections. Each owner extends its own dataclass; keep defaults equal to params.yaml.
 # =====================================================================================

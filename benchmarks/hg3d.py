@@ -111,6 +111,17 @@ def build_synthetic(npz: Path, out: Path, test_subjects: list[str], n_cameras: i
             "mocap_h5": out / "mocap.h5", "cameras_json": out / "cameras.json"}
 
 
+def _run_one(key: str, seed: int, kw: dict, one_thread: bool = False) -> dict:
+    """One (run, seed) training in this process (or a worker process, one thread)."""
+    if one_thread:
+        torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    m = hg3d.run_hg3d(**kw)
+    log.info("(%s) seed %d: MPJPE %.1f  P-MPJPE %.1f  (%.0f s)", key, seed, m["mpjpe_mm"],
+             m["pa_mpjpe_mm"], m["seconds"])
+    return m
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crops-h5", default="data/crops/crops.h5")
@@ -127,6 +138,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], help="extra hg3d params, key=value (YAML)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--runs", nargs="+", default=["a", "b", "c"])
+    ap.add_argument("--test-stride", type=int, default=1, help="score every k-th test crop")
+    ap.add_argument("--workers", type=int, default=1, help="runs in parallel, one thread each")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="reports/benchmarks/hg3d.md", type=Path)
     a = ap.parse_args(argv)
@@ -152,54 +165,86 @@ def main(argv=None) -> int:
     else:
         paths = {"crops_h5": a.crops_h5, "crops_parquet": a.crops_index, "mocap_h5": a.mocap,
                  "cameras_json": a.cameras}
-        source = "studio (data/crops, data/studio)"
+        source = f"studio ({a.crops_h5}, {a.mocap})"
     all_train = list(p.subjects_3d) + list(p.subjects_2d_only)
     setups = {
         "a": ("fully 3D-supervised", dict(subjects_3d=all_train, subjects_2d_only=[])),
         "b": ("weak: 2D-only subjects, constraint on", {}),
         "c": ("weak: 2D-only subjects, constraint off", dict(geo_weight=0.0)),
     }
-    results = {}
+    jobs = []
     for key in a.runs:
         title, change = setups[key]
         for seed in a.seeds:
             pk = params.from_dict(type(p), {**dataclasses.asdict(p), **change}, "hg3d")
             cfg, opts = hg3d.configs_from_params(pk)
-            log.info("run (%s) seed %d: %s", key, seed, title)
-            m = hg3d.run_hg3d(**paths, model_config=cfg, opts=opts, input_size=pk.input_size,
-                              frame_stride=pk.frame_stride, pose2d_dir=a.pose2d, device=base.device,
-                              cpu_precision=base.cpu_precision, channels_last=pk.channels_last,
-                              seed=seed, progress=False)
-            results.setdefault(key, []).append(m)
-            log.info("(%s) seed %d: MPJPE %.1f  P-MPJPE %.1f  (%.0f s)", key, seed, m["mpjpe_mm"],
-                     m["pa_mpjpe_mm"], m["seconds"])
+            jobs.append((key, seed, dict(**paths, model_config=cfg, opts=opts, input_size=pk.input_size,
+                                         frame_stride=pk.frame_stride, pose2d_dir=a.pose2d,
+                                         device=base.device, cpu_precision=base.cpu_precision,
+                                         channels_last=pk.channels_last, seed=seed, progress=False,
+                                         test_stride=a.test_stride)))
+    t_start = time.time()
+    results: dict[str, list[dict]] = {}
+    if a.workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as ex:
+            futures = [(key, seed, ex.submit(_run_one, key, seed, kw, True)) for key, seed, kw in jobs]
+            done = [(key, seed, f.result()) for key, seed, f in futures]
+    else:
+        done = [(key, seed, _run_one(key, seed, kw)) for key, seed, kw in jobs]
+    for key, seed, m in done:
+        results.setdefault(key, []).append({**m, "seed": seed})
+    wall = time.time() - t_start
     tmp.cleanup()
 
     def mean(key, metric):
         return float(np.mean([m[metric] for m in results[key]]))
 
+    def std(key, metric):
+        return float(np.std([m[metric] for m in results[key]], ddof=1)) if len(results[key]) > 1 else float("nan")
+
+    command = "python benchmarks/hg3d.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    n_test = next(iter(results.values()))[0]["n_test"]
     lines = [f"# hg3d: weak supervision with the geometric constraint (issue 9)", "",
-             f"Data: {source}. 3D subjects in (b)/(c): {', '.join(p.subjects_3d)}; 2D-only: "
-             f"{', '.join(p.subjects_2d_only)}. Seeds: {a.seeds}. Input {p.input_size} px, "
-             f"ResNet-{p.resnet_depth}, epochs per phase {p.epochs_2d}/{p.epochs_3d}/{p.epochs_joint} "
-             f"x {p.samples_per_epoch or 'all'} samples, geo_weight {p.geo_weight} ({p.geo_groups}).", "",
-             "| run | setup | MPJPE mm | P-MPJPE mm | per seed (MPJPE / P-MPJPE) |", "|---|---|---|---|---|"]
+             f"Command: `{command}` ({wall:.0f} s wall, {a.workers} worker(s), one thread each"
+             f"{'' if a.workers > 1 else ' (torch default threads)'}).", "",
+             f"Data: {source}; scored on {n_test} test crops (every {a.test_stride}-th). 3D subjects in "
+             f"(b)/(c): {', '.join(p.subjects_3d)}; 2D-only: {', '.join(p.subjects_2d_only)}. "
+             f"Seeds: {a.seeds}. Input {p.input_size} px, ResNet-{p.resnet_depth}, 2D module from "
+             f"{a.pose2d or 'scratch'}, epochs per phase (2d/3d/joint) "
+             f"{p.epochs_2d}/{p.epochs_3d}/{p.epochs_joint} x {p.samples_per_epoch or 'all'} samples, "
+             f"batch {p.batch_size}, lr {p.lr}, depth_weight {p.depth_weight}, geo_weight {p.geo_weight} "
+             f"({p.geo_groups}).", "",
+             "Columns: MPJPE / P-MPJPE of the stage's output (predicted 2D + predicted depth); "
+             "2D error (input px); GT 2D + predicted depth (the depth branch alone, which is what the "
+             "constraint trains). Means over seeds; per seed MPJPE / P-MPJPE.", "",
+             "| run | setup | MPJPE mm | P-MPJPE mm | 2D err px | GT-2D MPJPE mm | GT-2D P-MPJPE mm "
+             "| per seed (MPJPE / P-MPJPE) |", "|---|---|---|---|---|---|---|---|"]
     for key in a.runs:
         per = "; ".join(f"{m['mpjpe_mm']:.1f} / {m['pa_mpjpe_mm']:.1f}" for m in results[key])
+        sd = "" if len(results[key]) < 2 else \
+            f" (sd {std(key, 'mpjpe_mm'):.1f} / {std(key, 'pa_mpjpe_mm'):.1f})"
         lines.append(f"| ({key}) | {setups[key][0]} | {mean(key, 'mpjpe_mm'):.1f} | "
-                     f"{mean(key, 'pa_mpjpe_mm'):.1f} | {per} |")
+                     f"{mean(key, 'pa_mpjpe_mm'):.1f} | {mean(key, 'err2d_px'):.2f} | "
+                     f"{mean(key, 'gt2d_mpjpe_mm'):.1f} | {mean(key, 'gt2d_pa_mpjpe_mm'):.1f} | {per}{sd} |")
     if all(k in results for k in "abc"):
         lines.append("")
-        for metric in ("mpjpe_mm", "pa_mpjpe_mm"):
+        for metric in ("mpjpe_mm", "pa_mpjpe_mm", "gt2d_mpjpe_mm", "gt2d_pa_mpjpe_mm"):
             gap = mean("c", metric) - mean("a", metric)
             closed = mean("c", metric) - mean("b", metric)
             frac = closed / gap if abs(gap) > 1e-9 else float("nan")
+            paired = [c[metric] - b[metric] for b, c in zip(results["b"], results["c"])]
             lines.append(f"- {metric}: gap (c) - (a) = {gap:.1f} mm; the constraint closes "
-                         f"{closed:.1f} mm of it ({100 * frac:.0f} %).")
+                         f"{closed:.1f} mm of it ({100 * frac:.0f} %); per seed (c) - (b): "
+                         f"{', '.join(f'{x:+.1f}' for x in paired)}.")
     text = "\n".join(lines) + "\n"
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(text)
-    a.out.with_suffix(".json").write_text(json.dumps({"source": source, "results": results}, indent=2) + "\n")
+    a.out.with_suffix(".json").write_text(json.dumps(
+        {"source": source, "command": command, "wall_s": round(wall, 1), "test_stride": a.test_stride,
+         "params": dataclasses.asdict(p), "results": results}, indent=2) + "\n")
     print(text)
     return 0
 

@@ -297,24 +297,38 @@ class PhaseSchedule:
         return out
 
 
-def _flip_batch(images: torch.Tensor, joints_hm: torch.Tensor, W: int, mask: torch.Tensor):
-    """Horizontally flip the images (B, 3, S, S) and GT heatmap coords (B, J, 2) where ``mask``
-    (B,) is set; joints are swapped left/right by name so index j keeps meaning joint j."""
+def _flip_batch(batch: dict, W: int) -> dict:
+    """Horizontally flip the images (B, 3, S, S) and the labels where ``batch["flip"]`` (B,) is
+    set. Joints are swapped left/right by name so index j keeps meaning joint j: the GT heatmap
+    coords (B, J, 2) are mirrored and permuted; the per-joint depth (B, J) and rays (B, J, 3) are
+    permuted alike (a mirror image has the same depths, but joint j of the flipped image is the
+    mirror joint of the original; without the permutation the left and right depths swap).
+    The rays stay those of the original image: relabelled, they describe the original 3D pose,
+    whose bone lengths are those of its mirror image up to the left/right swap, so the
+    geometric loss of a flipped sample is that of the unflipped pose (left/right groups swapped).
+    """
     from pose3d.skeleton import FLIP_PERM
 
+    mask = batch["flip"]
     perm = list(FLIP_PERM)
-    fj = joints_hm[:, perm].clone()
+    out = dict(batch)
+    fj = batch["joints_hm"][:, perm].clone()
     fj[..., 0] = (W - 1) - fj[..., 0]
-    images = torch.where(mask[:, None, None, None], images.flip(-1), images)
-    joints_hm = torch.where(mask[:, None, None], fj, joints_hm)
-    return images, joints_hm
+    out["images"] = torch.where(mask[:, None, None, None], batch["images"].flip(-1), batch["images"])
+    out["joints_hm"] = torch.where(mask[:, None, None], fj, batch["joints_hm"])
+    for key in ("depth", "rays"):
+        if key in batch:
+            x = batch[key]
+            m = mask.view(-1, *([1] * (x.ndim - 1)))
+            out[key] = torch.where(m, x[:, perm], x)
+    return out
 
 
 def hg3d_losses(model, batch: dict, *, sigma: float, depth_weight: float, geo_weight: float,
                 ref_lengths: torch.Tensor, groups: GeoGroups, use_depth: bool, use_geo: bool
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One step's loss. ``batch``: images (B, 3, S, S), joints_hm (B, J, 2), depth (B, J)
-    (module unit, flipped images keep it: a mirror image has the same depths), rays (B, J, 3),
+    (module unit; see :func:`_flip_batch` for flipped samples), rays (B, J, 3),
     k (B,), has_3d (B,) bool. Returns (total loss, parts for the curves)."""
     from pose3d.heatmaps import gaussian_targets, weighted_mse
     from pose3d.models.hg3d import read_depth
@@ -349,16 +363,31 @@ def hg3d_losses(model, batch: dict, *, sigma: float, depth_weight: float, geo_we
 @torch.no_grad()
 def predict(model, data: HG3DData, rows: np.ndarray, ref_lengths: torch.Tensor, batch_size: int = 64,
             device: torch.device | str = "cpu", decode_method: str = "dark", sigma: float = 1.0,
-            channels_last: bool = False) -> np.ndarray:
+            channels_last: bool = False, details: bool = False):
     """Root-relative camera-frame 3D (n, J, 3) metres for ``rows`` of ``data``: heatmap maximum
     (sub-pixel) -> image px; depth read there; back-projected with the crop's camera; rescaled
-    to the canonical skeleton."""
+    to the canonical skeleton.
+
+    ``details``: return a dict instead, with ``pose`` (the above), ``hm_xy`` (n, J, 2) the
+    decoded heatmap coords and ``pose_gt2d`` (n, J, 3): the GT 2D back-projected with the depth
+    read at the GT 2D (the depth branch's own error, free of the 2D error; a diagnostic).
+    """
     from pose3d.data.crops import apply_affine, normalize_images
     from pose3d.heatmaps import decode, heatmap_to_crop
     from pose3d.models.hg3d import read_depth
 
     model.eval()
-    out = []
+    out: dict[str, list[np.ndarray]] = {"pose": [], "hm_xy": [], "pose_gt2d": []}
+
+    def lift(hm_xy, depth_maps, r, W):
+        d = read_depth(depth_maps.float(), hm_xy.to(depth_maps.device)) * W
+        d = (d - d[:, ROOT:ROOT + 1]).double().cpu()
+        uv = apply_affine(torch.from_numpy(data.crop_to_image[r]).double(),
+                          heatmap_to_crop(hm_xy.double().cpu(), data.stride))
+        return reconstruct(uv, d, torch.from_numpy(data.k[r]).double(),
+                           torch.from_numpy(data.K[r]).double(), torch.from_numpy(data.dist[r]).double(),
+                           ref_lengths.double()).float().numpy()
+
     for i in range(0, len(rows), batch_size):
         r = rows[i:i + batch_size]
         x = normalize_images(data.images[r]).to(device)
@@ -367,15 +396,14 @@ def predict(model, data: HG3DData, rows: np.ndarray, ref_lengths: torch.Tensor, 
         heatmaps, depth_maps = model(x)
         W = heatmaps.shape[-1]
         hm_xy, _ = decode(heatmaps.float(), decode_method, sigma)
-        d = read_depth(depth_maps.float(), hm_xy) * W
-        d = (d - d[:, ROOT:ROOT + 1]).double().cpu()
-        uv = apply_affine(torch.from_numpy(data.crop_to_image[r]).double(),
-                          heatmap_to_crop(hm_xy.double().cpu(), data.stride))
-        pose = reconstruct(uv, d, torch.from_numpy(data.k[r]).double(),
-                           torch.from_numpy(data.K[r]).double(), torch.from_numpy(data.dist[r]).double(),
-                           ref_lengths.double())
-        out.append(pose.float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, NUM_JOINTS_OUT, 3), np.float32)
+        out["pose"].append(lift(hm_xy, depth_maps, r, W))
+        if details:
+            out["hm_xy"].append(hm_xy.float().cpu().numpy())
+            out["pose_gt2d"].append(lift(torch.from_numpy(data.joints_hm[r]), depth_maps, r, W))
+    J = NUM_JOINTS_OUT
+    empty = {"pose": (0, J, 3), "hm_xy": (0, J, 2), "pose_gt2d": (0, J, 3)}
+    res = {k: np.concatenate(v) if v else np.zeros(empty[k], np.float32) for k, v in out.items()}
+    return res if details else res["pose"]
 
 
 NUM_JOINTS_OUT = len(JOINT_NAMES)
@@ -388,6 +416,15 @@ def score(pred: np.ndarray, data: HG3DData, rows: np.ndarray) -> dict[str, float
     p = torch.from_numpy(pred).double()
     g = torch.from_numpy(data.x_cam[rows]).double()
     return {"mpjpe_mm": 1000 * float(mpjpe(p, g).mean()), "pa_mpjpe_mm": 1000 * float(pa_mpjpe(p, g).mean())}
+
+
+def diagnostics(res: dict, data: HG3DData, rows: np.ndarray) -> dict[str, float]:
+    """Where a 3D error comes from (``predict(..., details=True)`` output): ``err2d_px`` the
+    mean 2D error (network input px); ``gt2d_mpjpe_mm`` / ``gt2d_pa_mpjpe_mm`` the 3D error of
+    the GT 2D with the predicted depth (the depth branch alone)."""
+    err2d = float(np.linalg.norm(res["hm_xy"] - data.joints_hm[rows], axis=-1).mean()) * data.stride
+    g = score(res["pose_gt2d"], data, rows)
+    return {"err2d_px": err2d, "gt2d_mpjpe_mm": g["mpjpe_mm"], "gt2d_pa_mpjpe_mm": g["pa_mpjpe_mm"]}
 
 
 @dataclass(frozen=True)
@@ -405,7 +442,7 @@ class HG3DTrainOptions:
     geo_groups: GeoGroups = "side"
     samples_per_epoch: int = 0  # 0 = the whole phase pool every epoch
     flip: bool = True
-    eval_max: int = 512  # test crops scored after each epoch (all of them at phase ends)
+    eval_max: int = 256  # evenly spaced test crops scored after each epoch (per-phase metrics)
 
 
 class _Lazy:
@@ -428,7 +465,7 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
     so a run resumes inside any phase). ``data`` holds the training and test crops.
 
     Returns (canonical bone lengths (E,) m, per-epoch history, per-phase test metrics
-    ``{phase: {mpjpe_mm, pa_mpjpe_mm}}``).
+    ``{phase: {mpjpe_mm, pa_mpjpe_mm}}`` on ``opts.eval_max`` evenly spaced test crops).
     """
     from pose3d.data.crops import normalize_images
     from pose3d.train import Trainer
@@ -478,7 +515,7 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
     def step(ctx, batch, epoch):
         phase = sched.phase(epoch)
         if opts.flip:
-            batch["images"], batch["joints_hm"] = _flip_batch(batch["images"], batch["joints_hm"], W, batch["flip"])
+            batch = _flip_batch(batch, W)
         with ctx.autocast():
             loss, parts = hg3d_losses(
                 model, batch, sigma=opts.sigma, depth_weight=opts.depth_weight,
@@ -490,10 +527,11 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
     phase_metrics: dict[str, dict[str, float]] = {}
 
     def evaluate(ctx, epoch):
-        rows = test_rows if epoch in phase_ends else eval_rows
-        pred = predict(model, data, rows, ref_lengths, batch_size=64, device=device, sigma=opts.sigma,
-                       channels_last=train_config.channels_last)
-        m = score(pred, data, rows)
+        # a fixed subset of the test crops after every epoch (CPU budget: the whole test set is
+        # predicted once, after training, by the caller)
+        res = predict(model, data, eval_rows, ref_lengths, batch_size=64, device=device,
+                      sigma=opts.sigma, channels_last=train_config.channels_last, details=True)
+        m = {**score(res["pose"], data, eval_rows), **diagnostics(res, data, eval_rows)}
         if epoch in phase_ends:
             phase_metrics[phase_ends[epoch]] = m
         return {f"test_{k}": v for k, v in m.items()}
@@ -556,11 +594,12 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
              input_size: int, frame_stride: int = 1, pose2d_dir=None, device: str = "auto",
              cpu_precision: str = "bf16", channels_last: bool = True, seed: int = 0,
              model_dir=None, predictions=None, checkpoint=None, curves_csv=None, run=None,
-             fingerprint: str = "", progress: bool = True) -> dict:
+             fingerprint: str = "", progress: bool = True, test_stride: int = 1) -> dict:
     """Train and evaluate one hg3d model; write whichever outputs are given a path.
 
-    Returns the metrics: per phase ``{phase: {mpjpe_mm, pa_mpjpe_mm}}`` on the test subjects,
-    the final ``mpjpe_mm`` / ``pa_mpjpe_mm``, crop counts and seconds.
+    Returns the metrics: per phase ``{phase: {mpjpe_mm, pa_mpjpe_mm}}`` on a subset of the test
+    crops, the final ``mpjpe_mm`` / ``pa_mpjpe_mm`` on every ``test_stride``-th test crop (the
+    stage: all of them), crop counts and seconds (load, train, predict, total).
     """
     import json
     import logging
@@ -592,22 +631,33 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
         model.load_pose2d(load_state(pose2d_dir / "model.pt"))
         init_digest = pose2d_dir / "model.pt"
     fp = f"{fingerprint}:{_file_digest(crops_parquet, init_digest)}"
+    # bf16 autocast only where the CPU has it in hardware (emulated bf16 is slower than fp32)
+    from pose3d.pose2d import resolve_precision
+    cpu_precision = resolve_precision(cpu_precision, torch.device("cpu"))
+    t_load = time.time() - t0
     tc = TrainConfig(epochs=opts.schedule.total, device=device, cpu_precision=cpu_precision,
                      channels_last=channels_last, seed=seed,
                      checkpoint=Path(checkpoint) if checkpoint else None,
                      curves_csv=Path(curves_csv) if curves_csv else None, desc="train_hg3d",
                      progress=progress)
+    t1 = time.time()
     ref_lengths, history, phases = train(model, data, opts, tc, run=run, fingerprint=fp)
+    t_train = time.time() - t1
     dev = next(model.parameters()).device
-    test_rows = np.flatnonzero((data.keys["split"] == "test").to_numpy())
-    pred = predict(model, data, test_rows, ref_lengths, device=dev, sigma=opts.sigma,
-                   channels_last=channels_last)
-    final = score(pred, data, test_rows)
+    test_rows = np.flatnonzero((data.keys["split"] == "test").to_numpy())[:: max(1, test_stride)]
+    t1 = time.time()
+    res = predict(model, data, test_rows, ref_lengths, device=dev, sigma=opts.sigma,
+                  channels_last=channels_last, details=True)
+    pred = res["pose"]
+    t_predict = time.time() - t1
+    final = {**score(pred, data, test_rows), **diagnostics(res, data, test_rows)}
     train_keys = data.keys[data.keys["split"] == "train"]
-    metrics = {**final, "phases": phases,
+    metrics = {**final, "phases": phases, "n_eval_phases": int(min(opts.eval_max, len(test_rows))),
                "n_train_3d": int(train_keys["subject"].isin(list(opts.subjects_3d)).sum()),
                "n_train_2d_only": int(train_keys["subject"].isin(list(opts.subjects_2d_only)).sum()),
-               "n_test": int(len(test_rows)), "seconds": round(time.time() - t0, 1)}
+               "n_test": int(len(test_rows)), "seconds": round(time.time() - t0, 1),
+               "seconds_load": round(t_load, 1), "seconds_train": round(t_train, 1),
+               "seconds_predict": round(t_predict, 1)}
     if predictions is not None:
         write_predictions(predictions, pred, data.keys.iloc[test_rows])
     if model_dir is not None:

@@ -395,15 +395,15 @@ class HG3DParams:
     #: training subjects that keep their 3D labels / that are treated as 2D-only
     subjects_3d: list[str] = field(default_factory=lambda: ["S1", "S5"])
     subjects_2d_only: list[str] = field(default_factory=lambda: ["S6", "S7", "S8"])
-    input_size: int = 128
+    input_size: int = 64    # CPU budget (128 costs 4x)
     resnet_depth: int = 18
     depth_channels: int = 128
     depth_blocks: int = 1
     init_from_2d: bool = True  # start the 2D module from models/pose2d (the 2D stage)
-    epochs_2d: int = 1      # phase 1: heatmaps on all training images
+    epochs_2d: int = 0      # phase 1: heatmaps on all training images (0: models/pose2d is phase 1)
     epochs_3d: int = 2      # phase 2: + depth regression on the 3D-labelled images
-    epochs_joint: int = 3   # phase 3: all images; depth on 3D ones, constraint on 2D-only ones
-    samples_per_epoch: int = 1536  # 0 = every crop of the phase's pool each epoch
+    epochs_joint: int = 2   # phase 3: all images; depth on 3D ones, constraint on 2D-only ones
+    samples_per_epoch: int = 512  # 0 = every crop of the phase's pool each epoch
     frame_stride: int = 1   # use every k-th crop
     batch_size: int = 32
     lr: float = 1.0e-3

@@ -61,15 +61,18 @@ def main(argv=None) -> int:
                 cpu_precision=base.cpu_precision, channels_last=p.channels_last, seed=base.seed,
                 model_dir=a.model_dir, predictions=a.predictions, checkpoint=a.checkpoint,
                 curves_csv=a.curves, run=run, fingerprint=params.fingerprint(p, base))
-            run.log_metrics({"mpjpe_mm": metrics["mpjpe_mm"], "pa_mpjpe_mm": metrics["pa_mpjpe_mm"],
+            run.log_metrics({**{k: metrics[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "err2d_px", "gt2d_mpjpe_mm",
+                                                        "gt2d_pa_mpjpe_mm", "seconds")},
                              **{f"{ph}.{k}": v for ph, m in metrics["phases"].items() for k, v in m.items()}})
     except (DataError, ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1
     write_json(a.metrics, metrics)
-    log.info("train_hg3d: MPJPE %.1f mm, P-MPJPE %.1f mm on %d test crops (%.0f s); phases %s",
-             metrics["mpjpe_mm"], metrics["pa_mpjpe_mm"], metrics["n_test"], metrics["seconds"],
-             metrics["phases"])
+    log.info("train_hg3d: MPJPE %.1f mm, P-MPJPE %.1f mm on %d test crops (2D error %.1f px; GT 2D + "
+             "predicted depth: %.1f / %.1f mm); %.0f s (load %.0f, train %.0f, predict %.0f); phases %s",
+             metrics["mpjpe_mm"], metrics["pa_mpjpe_mm"], metrics["n_test"], metrics["err2d_px"],
+             metrics["gt2d_mpjpe_mm"], metrics["gt2d_pa_mpjpe_mm"], metrics["seconds"],
+             metrics["seconds_load"], metrics["seconds_train"], metrics["seconds_predict"], metrics["phases"])
     return 0
 
 

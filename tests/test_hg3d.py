@@ -189,6 +189,29 @@ def test_gradients_reach_depth_branch_from_2d_only_samples():
     assert net.pose.deconv[0].weight.grad.abs().sum() > 0
 
 
+def test_flip_swaps_depth_and_rays_with_the_joints():
+    from pose3d.skeleton import FLIP_PERM
+
+    b = _batch(2, has_3d=True)
+    b["depth"] = torch.arange(34.0).view(2, 17)
+    b["flip"] = torch.tensor([True, False])
+    f = hg3d._flip_batch(b, W=16)
+    perm = list(FLIP_PERM)
+    # flipped sample: joint j of the mirror image is the original's mirror joint
+    assert torch.equal(f["depth"][0], b["depth"][0, perm])
+    assert torch.equal(f["rays"][0], b["rays"][0, perm])
+    assert torch.allclose(f["joints_hm"][0, :, 0], 15 - b["joints_hm"][0, perm, 0])
+    assert torch.equal(f["images"][0], b["images"][0].flip(-1))
+    # the relabelled pose keeps its bone lengths up to the left/right swap: same geometric loss
+    ref = bone_lengths(_pose(torch.float32))
+    pose = (1 + b["k"][0] * b["depth"][0])[:, None] * b["rays"][0]
+    fpose = (1 + f["k"][0] * f["depth"][0])[:, None] * f["rays"][0]
+    assert torch.allclose(bone_lengths(pose).sort().values, bone_lengths(fpose).sort().values)
+    # unflipped sample untouched
+    for k in ("depth", "rays", "joints_hm", "images"):
+        assert torch.equal(f[k][1], b[k][1])
+
+
 def test_depth_branch_untouched_in_2d_phase_and_without_constraint():
     net = _tiny_model().train()
     ref = bone_lengths(_pose(torch.float32))
@@ -260,16 +283,18 @@ def test_run_hg3d_tiny_end_to_end(tmp_path):
 
     _fake_studio(tmp_path)
     opts = hg3d.HG3DTrainOptions(subjects_3d=("S1",), subjects_2d_only=("S5",),
-                                 schedule=hg3d.PhaseSchedule(1, 1, 1), batch_size=4, geo_weight=1.0)
+                                 schedule=hg3d.PhaseSchedule(1, 1, 1), batch_size=4, geo_weight=1.0,
+                                 samples_per_epoch=8, eval_max=4)  # 2 steps a phase: fast
     cfg = HG3DConfig(deconv_channels=16, depth_channels=8)
     kw = dict(crops_h5=tmp_path / "crops.h5", crops_parquet=tmp_path / "crops.parquet",
               mocap_h5=tmp_path / "mocap.h5", cameras_json=tmp_path / "cameras.json",
-              model_config=cfg, opts=opts, input_size=64, device="cpu", cpu_precision="fp32",
+              model_config=cfg, opts=opts, input_size=32, device="cpu", cpu_precision="fp32",
               channels_last=False, progress=False, checkpoint=tmp_path / "ckpt.pt",
               curves_csv=tmp_path / "curves.csv")
     m = hg3d.run_hg3d(**kw, model_dir=tmp_path / "model", predictions=tmp_path / "pred.parquet")
     assert set(m["phases"]) == {"2d", "3d", "joint"}
     assert np.isfinite(m["mpjpe_mm"]) and np.isfinite(m["pa_mpjpe_mm"]) and m["n_test"] == 12
+    assert np.isfinite(m["gt2d_mpjpe_mm"]) and m["err2d_px"] >= 0
     table, meta = read_table(tmp_path / "pred.parquet")
     assert meta["method"] == "hg3d" and meta["coord_frame"] == "camera" and meta["root_relative"]
     assert table.num_rows == 12 and set(table.column("subject").to_pylist()) == {"S9"}

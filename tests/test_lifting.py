@@ -212,6 +212,19 @@ def test_tiny_training_lowers_the_loss(studio, name, key):
     assert h[-1][key] < 0.8 * h[0][key], [r[key] for r in h]
 
 
+def test_temporal_velocity_pairs_are_adjacent_frames_augmented_alike(studio):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1"])
+    p = _tiny("temporal", velocity_weight=1.0, batch_size=16)
+    setup = SETUPS["temporal"](p, fs, 0)
+    b = next(iter(setup.train_batches(0)))
+    n = len(b["x2d"]) // 2
+    assert len(b["x2d"]) == 16 and n == 8
+    # window of frame t + 1 = window of frame t shifted by one (same rotation and flip)
+    torch.testing.assert_close(b["x2d"][n:, :-1], b["x2d"][:n, 1:])
+    h = _fit("temporal", p, fs, 2)
+    assert np.isfinite(h[-1]["train_mpjve_mm"])
+
+
 def test_semi_supervised_temporal_step_runs_all_losses(studio):
     fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1", "S5"])
     lab, unl = fs.select([s == "S1" for s in fs.subject]), fs.select([s == "S5" for s in fs.subject])

@@ -39,30 +39,33 @@ log = logging.getLogger(__name__)
 def predict(model: torch.nn.Module, fs: FrameSet, flip_tta: bool = True, device="cpu",
             with_root: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Predict every frame of ``fs`` from its input 2D: (N, J, 3) root-relative metres
-    (camera frame) and, with ``with_root``, (N, 3) root positions. One call per sequence
-    with T = its length (single-frame models treat frames independently)."""
+    (camera frame) and, with ``with_root``, (N, 3) root positions. Sequences of equal length
+    go through the model as one batch (B, T, J, 2) (exact: each sequence is edge-padded on
+    its own; single-frame models treat frames independently)."""
     model.eval().to(device)
-    poses, roots = [], []
-    for s in range(len(fs)):
-        sl = slice(fs.starts[s], fs.starts[s] + fs.lengths[s])
-        uv = torch.from_numpy(fs.uv[sl]).double()
-        K = torch.from_numpy(fs.K[s]).double()
-        wh = torch.from_numpy(fs.wh[s]).double()
-        x = to_screen(uv, wh).float()[None].to(device)  # (1, T, J, 2)
-        y = model(x)[0].float().cpu()
-        r = model.forward_root(x)[0].float().cpu() if with_root else None
+    J = len(JOINT_NAMES)
+    pose = np.zeros((fs.num_frames, J, 3), np.float32)
+    root = np.zeros((fs.num_frames, 3), np.float32) if with_root else None
+    for n in np.unique(fs.lengths):
+        seqs = np.flatnonzero(fs.lengths == n)
+        rows = fs.starts[seqs][:, None] + np.arange(n)[None]        # (S, T)
+        uv = torch.from_numpy(fs.uv[rows]).double()                   # (S, T, J, 2)
+        K = torch.from_numpy(fs.K[seqs]).double()[:, None]           # (S, 1, 3, 3)
+        wh = torch.from_numpy(fs.wh[seqs]).double()[:, None]         # (S, 1, 2)
+        x = to_screen(uv, wh).float().to(device)
+        y = model(x).float().cpu()                                    # (S, T, J, 3)
+        r = model.forward_root(x).float().cpu() if with_root else None
         if flip_tta:
-            xf = to_screen(flip_pixels(uv, K), wh).float()[None].to(device)
-            y = (y + flip_3d(model(xf)[0].float().cpu())) / 2
+            xf = to_screen(flip_pixels(uv, K), wh).float().to(device)
+            y = (y + flip_3d(model(xf).float().cpu())) / 2
             if with_root:
-                rf = model.forward_root(xf)[0].float().cpu()
-                rf[:, 0] = -rf[:, 0]
+                rf = model.forward_root(xf).float().cpu()
+                rf[..., 0] = -rf[..., 0]
                 r = (r + rf) / 2
-        poses.append(y.numpy())
+        pose[rows.reshape(-1)] = y.reshape(-1, J, 3).numpy()
         if with_root:
-            roots.append(r.numpy())
-    pose = np.concatenate(poses) if poses else np.zeros((0, len(JOINT_NAMES), 3), np.float32)
-    return pose, (np.concatenate(roots) if with_root else None)
+            root[rows.reshape(-1)] = r.reshape(-1, 3).numpy()
+    return pose, root
 
 
 def score(fs: FrameSet, pose: np.ndarray, root: np.ndarray | None = None,

@@ -65,6 +65,12 @@ def _stats_sample(fs: FrameSet, rows: np.ndarray, aug: Augment, seed: int) -> di
     return make_batch(fs, rows[:, None], aug, rng)
 
 
+def _adam(params, **kw) -> torch.optim.Adam:
+    """Adam with the fused kernel: the per-tensor loop took a quarter of each CPU step
+    (fused: 10 vs 53 ms per step on 4M parameters, one thread); same update rule."""
+    return torch.optim.Adam(params, fused=True, **kw)
+
+
 def _exp(opt, gamma):
     return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
 
@@ -78,7 +84,7 @@ def setup_martinez(p, train: FrameSet, seed: int) -> Setup:
     rows = np.arange(0, train.num_frames, p.train_stride)
     s = _stats_sample(train, rows, aug, seed)
     model.set_normalization(s["x2d"][:, 0], s["pose"][:, 0])
-    opt = torch.optim.Adam(model.parameters(), lr=p.lr)
+    opt = _adam(model.parameters(), lr=p.lr)
 
     def batches(epoch):
         rng = np.random.default_rng([seed, epoch])
@@ -149,8 +155,8 @@ def setup_repnet(p, train: FrameSet, seed: int) -> Setup:
     s2 = _stats_sample(train, gen_rows, aug, seed)["x2d"][:, 0]
     s3 = _stats_sample(train, critic_rows, aug, seed + 1)["pose"][:, 0]
     model.set_normalization(s2, s3)
-    og = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.5, 0.9))
-    oc = torch.optim.Adam(critic.parameters(), lr=p.critic_lr, betas=(0.5, 0.9))
+    og = _adam(model.parameters(), lr=p.lr, betas=(0.5, 0.9))
+    oc = _adam(critic.parameters(), lr=p.critic_lr, betas=(0.5, 0.9))
 
     def batches(epoch):
         return repnet_batches(train, gen_rows, critic_rows, p.batch_size, aug,
@@ -193,29 +199,41 @@ def setup_temporal(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | None =
     R = model.receptive_field
     before, after = temporal_context(R, p.causal)
     rows = np.arange(0, labeled.num_frames, p.train_stride)
+    s = _stats_sample(labeled, rows, aug, seed)
+    model.set_normalization(s["pose"][:, 0], s["root"][:, 0])
     semi = unlabeled is not None and len(unlabeled) > 0
     L = p.gan_frames
-    opt = torch.optim.Adam(model.parameters(), lr=p.lr, amsgrad=True)
+    opt = _adam(model.parameters(), lr=p.lr, amsgrad=True)
     modules, opts = {"gen": model}, {"gen": opt}
     scheds = {"gen": _exp(opt, p.lr_decay)}
     if semi:
         disc = TemporalDiscriminator()
-        oc = torch.optim.Adam(disc.parameters(), lr=p.critic_lr, betas=(0.5, 0.9))
+        oc = _adam(disc.parameters(), lr=p.critic_lr, betas=(0.5, 0.9))
         modules["critic"], opts["critic"] = disc, oc
         scheds["critic"] = _exp(oc, p.lr_decay)
         urows = np.arange(0, unlabeled.num_frames, p.train_stride)
 
+    pairs = p.velocity_weight > 0
+    anchors = max(p.batch_size // 2, 2) if pairs else p.batch_size
+
     def batches(epoch):
         rng = np.random.default_rng([seed, epoch])
-        chunks = _chunks(rng.permutation(rows), p.batch_size)
+        chunks = _chunks(rng.permutation(rows), anchors)
         if semi:
-            uch = np.resize(rng.permutation(urows), len(chunks) * p.batch_size).reshape(len(chunks), -1)
-            rch = np.resize(rng.permutation(rows), len(chunks) * p.batch_size).reshape(len(chunks), -1)
+            uch = np.resize(rng.permutation(urows), len(chunks) * anchors).reshape(len(chunks), -1)
+            rch = np.resize(rng.permutation(rows), len(chunks) * anchors).reshape(len(chunks), -1)
 
         def make(i):
-            b = make_batch(labeled, window_indices(labeled, chunks[i], before, after), aug, rng,
+            # pairs: one window of R + 1 frames, augmented as a whole, gives the windows of
+            # output frames t and t + 1 (edge-clamped at a sequence's end, as at test time)
+            b = make_batch(labeled, window_indices(labeled, chunks[i], before, after + pairs), aug, rng,
                            centre=before)
-            out = {"x2d": b["x2d"], "pose": b["pose"][:, before], "root": b["root"][:, before]}
+            if pairs:
+                out = {"x2d": torch.cat([b["x2d"][:, :R], b["x2d"][:, 1:]]),        # (2n, R, J, 2)
+                       "pose": torch.cat([b["pose"][:, before], b["pose"][:, before + 1]]),
+                       "root": torch.cat([b["root"][:, before], b["root"][:, before + 1]])}
+            else:
+                out = {"x2d": b["x2d"], "pose": b["pose"][:, before], "root": b["root"][:, before]}
             if semi:
                 n = len(chunks[i])
                 # unlabelled: L consecutive output frames need R + L - 1 input frames
@@ -240,6 +258,11 @@ def setup_temporal(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | None =
         loss_traj = ((root - b["root"]).norm(dim=-1) / b["root"][:, 2].abs().clamp_min(0.1)).mean()
         loss = loss_pose + p.traj_weight * loss_traj
         out = {"mpjpe_mm": loss_pose * 1000, "traj": loss_traj}
+        if pairs:  # rows [0, n) are frames t, rows [n, 2n) frames t + 1
+            n = len(pred) // 2
+            vel = ((pred[n:] - pred[:n]) - (b["pose"][n:] - b["pose"][:n])).norm(dim=-1).mean()
+            loss = loss + p.velocity_weight * vel
+            out["mpjve_mm"] = vel * 1000
         if semi:
             D = ctx.modules["critic"]
             with ctx.autocast():

@@ -15,7 +15,12 @@ Both compute exactly the same function of a window (tests/test_temporal.py).
 
 :class:`TemporalLifter` = a pose net (2D -> root-relative 3D, metres) + a trajectory net
 (2D -> root position in camera coordinates, metres). Inputs are screen-normalised 2D
-(``normalize_screen``) without further scaling, as in VideoPose3D.
+(``normalize_screen``) without further scaling, as in VideoPose3D. Outputs have a fixed scale
+(buffers set once from the training set by ``set_normalization``, stored in ``model.pt``):
+pose = ``pose_scale * net`` (the RMS of the root-relative training coordinates, metres) and
+root = ``root_mean + root_scale * net`` (mean and RMS deviation of the training roots), so
+that the freshly initialised nets (outputs of about unit size) start near the data instead
+of metres away from it; it cut the first-epoch training error from ~590 to ~150 mm.
 
 Shapes: forward (B, T, J, 2) -> (B, T, J, 3) with edge padding (``pad=True``: T frames out);
 ``pad=False`` gives the valid T - R + 1 frames. Output frame t looks at input frames
@@ -79,26 +84,52 @@ class TemporalConvNet(nn.Module):
         if x.shape[-1] < self.receptive_field:
             raise ValueError(f"TemporalConvNet: {x.shape[-1]} frames < receptive field "
                              f"{self.receptive_field}")
-        w0 = self.filter_widths[0]
-        x = self.expand(x) if not strided else F.conv1d(x, self.expand.weight, stride=w0)
-        x = self.drop(F.relu(self.expand_bn(x)))
+        if strided:
+            return self._forward_strided(x)
+        x = self.drop(F.relu(self.expand_bn(self.expand(x))))
         for i, w in enumerate(self.filter_widths[1:]):
             conv, conv1 = self.convs[2 * i], self.convs[2 * i + 1]
-            if strided:
-                # residual = the centre (causal: last) frame of each group of w
-                start = (w - 1) if self.causal else w // 2
-                res = x[:, :, start::w]
-                h = F.conv1d(x, conv.weight, stride=w)
-            else:
-                d = self.dilations[i]
-                pad = (w - 1) * d // 2
-                shift = pad if self.causal else 0
-                res = x[:, :, pad + shift: x.shape[-1] - pad + shift]
-                h = F.conv1d(x, conv.weight, dilation=d)
-            h = self.drop(F.relu(self.bns[2 * i](h)))
+            d = self.dilations[i]
+            pad = (w - 1) * d // 2
+            shift = pad if self.causal else 0
+            res = x[:, :, pad + shift: x.shape[-1] - pad + shift]
+            h = self.drop(F.relu(self.bns[2 * i](conv(x) if d == 1 else
+                                                 F.conv1d(x, conv.weight, dilation=d))))
             h = self.drop(F.relu(self.bns[2 * i + 1](conv1(h))))
             x = res + h
         return self.shrink(x)
+
+    def _forward_strided(self, x: torch.Tensor) -> torch.Tensor:
+        """The strided variant, channels-last: a width-w conv with stride w over
+        non-overlapping groups is one matrix product per group, (B, T/w, w C) @ (w C, C'),
+        which the CPU runs several times faster than conv1d's forward + backward."""
+        h = x.transpose(1, 2)  # (B, T, C_in)
+        h = self.drop(F.relu(_bn_last(self.expand_bn, _group_linear(h, self.expand.weight))))
+        for i, w in enumerate(self.filter_widths[1:]):
+            conv, conv1 = self.convs[2 * i], self.convs[2 * i + 1]
+            k = h.shape[1] // w
+            start = (w - 1) if self.causal else w // 2  # residual: centre (causal: last) of a group
+            res = h[:, start::w][:, :k]                         # (B, k, C)
+            g = self.drop(F.relu(_bn_last(self.bns[2 * i], _group_linear(h, conv.weight))))
+            g = self.drop(F.relu(_bn_last(self.bns[2 * i + 1], F.linear(g, conv1.weight[..., 0]))))
+            h = res + g
+        return F.linear(h, self.shrink.weight[..., 0], self.shrink.bias).transpose(1, 2)
+
+
+def _group_linear(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Conv1d with stride = kernel width, channels-last: h (B, T, C), weight (C', C, w)
+    -> (B, T // w, C'); frames past the last whole group are dropped (as conv1d does)."""
+    B, T, C = h.shape
+    w = weight.shape[-1]
+    k = T // w
+    groups = h[:, :k * w].reshape(B, k, w * C)                      # index t * C + c
+    return F.linear(groups, weight.permute(0, 2, 1).reshape(len(weight), w * C))
+
+
+def _bn_last(bn: nn.BatchNorm1d, h: torch.Tensor) -> torch.Tensor:
+    """BatchNorm1d over the last axis of (B, T, C): same statistics as on (B, C, T)."""
+    B, T, C = h.shape
+    return bn(h.reshape(B * T, C)).reshape(B, T, C)
 
 
 class TemporalLifter(nn.Module):
@@ -113,6 +144,16 @@ class TemporalLifter(nn.Module):
                                         causal, dropout, channels)
         self.traj_net = TemporalConvNet(num_joints * 2, 3, filter_widths, causal, dropout,
                                         traj_channels or channels)
+        self.register_buffer("pose_scale", torch.ones(()))
+        self.register_buffer("root_mean", torch.zeros(3))
+        self.register_buffer("root_scale", torch.ones(()))
+
+    @torch.no_grad()
+    def set_normalization(self, pose: torch.Tensor, root: torch.Tensor) -> None:
+        """Output scales from training data: pose (N, J, 3) root-relative metres, root (N, 3)."""
+        self.pose_scale.copy_(pose.float().pow(2).mean().sqrt().clamp_min(1e-6))
+        self.root_mean.copy_(root.float().mean(0))
+        self.root_scale.copy_((root.float() - self.root_mean).pow(2).mean().sqrt().clamp_min(1e-6))
 
     @property
     def receptive_field(self) -> int:
@@ -134,7 +175,7 @@ class TemporalLifter(nn.Module):
         check_shape(x, f"B T {self.num_joints} 2", "TemporalLifter input")
         if pad:
             x = self.pad_input(x)
-        y = self.pose_net(self._frames(x), strided=strided).transpose(1, 2)  # (B, T', (J-1)*3)
+        y = self.pose_net(self._frames(x), strided=strided).transpose(1, 2) * self.pose_scale  # (B, T', (J-1)*3)
         B, T = y.shape[:2]
         return _insert_root(y.reshape(B, T, self.num_joints - 1, 3))
 
@@ -143,7 +184,8 @@ class TemporalLifter(nn.Module):
         check_shape(x, f"B T {self.num_joints} 2", "TemporalLifter input")
         if pad:
             x = self.pad_input(x)
-        return self.traj_net(self._frames(x), strided=strided).transpose(1, 2)
+        r = self.traj_net(self._frames(x), strided=strided).transpose(1, 2)  # (B, T', 3)
+        return self.root_mean + self.root_scale * r
 
 
 class TemporalDiscriminator(nn.Module):

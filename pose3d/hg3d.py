@@ -38,7 +38,12 @@ from pose3d.geometry.camera import pixels_to_normalized, undistort_points
 from pose3d.geometry.shapes import check_shape
 from pose3d.skeleton import BONES, JOINT_NAMES, ROOT, bone_group, bone_lengths
 
-GeoGroups = Literal["side", "all"]
+GeoGroups = Literal["side", "limbs", "all"]
+
+#: joints whose bone from the pelvis/thorax ("girdle" bones: hips, shoulders) the ``limbs`` groups
+#: leave out: short, so a small depth error changes their length ratio most (they dominate the
+#: ``side`` loss of a noisy depth prediction; see reports/benchmarks/hg3d.md)
+GIRDLE_JOINTS = ("l_hip", "r_hip", "l_shoulder", "r_shoulder")
 
 
 # --------------------------------------------------------------------------- bone groups
@@ -46,14 +51,17 @@ def bone_groups(kind: GeoGroups = "side") -> dict[str, list[int]]:
     """Bone index groups (into ``skeleton.BONES``) whose length ratios should agree.
 
     ``side``: left / right / torso from :func:`pose3d.skeleton.bone_group` (by joint name).
+    ``limbs``: the same without the girdle bones (pelvis -> hips, thorax -> shoulders).
     ``all``: one group with every bone (the whole skeleton keeps canonical proportions).
     """
     if kind == "all":
         return {"all": list(range(len(BONES)))}
-    if kind != "side":
-        raise ValueError(f"bone_groups: kind = {kind!r}, expected 'side' or 'all'")
+    if kind not in ("side", "limbs"):
+        raise ValueError(f"bone_groups: kind = {kind!r}, expected 'side', 'limbs' or 'all'")
     groups: dict[str, list[int]] = {}
     for e, b in enumerate(BONES):
+        if kind == "limbs" and JOINT_NAMES[b[1]] in GIRDLE_JOINTS:
+            continue
         groups.setdefault(bone_group(b), []).append(e)
     return groups
 
@@ -76,7 +84,7 @@ def geometric_loss(pose: torch.Tensor, ref_lengths: torch.Tensor,
 
         L_geo = sum_i 1/|R_i| sum_{e in R_i} (r_e - rbar_i)^2,    rbar_i = mean_{e in R_i} r_e.
 
-    The ratios are first divided by their mean over all bones, so the loss is invariant to the
+    The ratios are first divided by their mean over the grouped bones, so the loss is invariant to the
     pose's overall scale (the back-projected shape has an arbitrary scale): it is zero for any
     skeleton with canonical proportions at any scale, positive once proportions within a group
     differ from the canonical ones.
@@ -87,7 +95,8 @@ def geometric_loss(pose: torch.Tensor, ref_lengths: torch.Tensor,
     groups = bone_groups(groups) if isinstance(groups, str) else groups
     ref = ref_lengths.to(pose)
     r = bone_lengths(pose) / ref  # (*, E)
-    r = r / r.mean(-1, keepdim=True).clamp_min(1e-8)
+    used = sorted(set().union(*groups.values()))
+    r = r / r[..., used].mean(-1, keepdim=True).clamp_min(1e-8)
     loss = torch.zeros(pose.shape[:-2], dtype=pose.dtype, device=pose.device)
     for idx in groups.values():
         g = r[..., idx]

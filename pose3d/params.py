@@ -410,7 +410,7 @@ class HG3DParams:
     sigma: float = 1.0      # heatmap Gaussian sigma, heatmap px
     depth_weight: float = 1.0
     geo_weight: float = 0.1  # 0 turns the geometric constraint off
-    geo_groups: Literal["side", "all"] = "side"
+    geo_groups: Literal["side", "limbs", "all"] = "side"  # limbs: side without the hip/shoulder bones
     flip: bool = True
     channels_last: bool = True
 

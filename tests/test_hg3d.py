@@ -44,9 +44,13 @@ def test_bone_groups_by_name():
     for e in groups["right"]:
         assert JOINT_NAMES[BONES[e][1]].startswith("r_")
     assert {JOINT_NAMES[BONES[e][1]] for e in groups["torso"]} == {"spine", "thorax", "neck_nose", "head_top"}
+    limbs = hg3d.bone_groups("limbs")
+    assert set(limbs) == set(groups)
+    left = {JOINT_NAMES[BONES[e][1]] for e in limbs["left"]}
+    assert left == {"l_knee", "l_ankle", "l_elbow", "l_wrist"}  # no pelvis->hip, thorax->shoulder
 
 
-@pytest.mark.parametrize("groups", ["side", "all"])
+@pytest.mark.parametrize("groups", ["side", "limbs", "all"])
 @pytest.mark.parametrize("scale", [1e-3, 0.25, 1.0, 7.0, 1000.0])
 def test_geometric_loss_zero_for_canonical_proportions(scale, groups):
     g = torch.Generator().manual_seed(0)

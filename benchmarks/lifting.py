@@ -113,8 +113,8 @@ def semi(args) -> str:
                 ("1 labelled + unlabelled (reproj + GAN)", (one,), tuple(train[1:])),
                 ("1 labelled only", (one,), ())]
     for name, lab, unl in settings:
-        p = dataclasses.replace(P.Temporal(), labeled_subjects=lab, unlabeled_subjects=unl,
-                                epochs=args.epochs)
+        p = dataclasses.replace(P.load("temporal", args.params), labeled_subjects=lab,
+                                unlabeled_subjects=unl, epochs=args.epochs or P.load("temporal", args.params).epochs)
         res = run_lift("temporal", p, _base(), mocap=mocap, cameras=cams, progress=False)
         rows.append(f"| {name} | {', '.join(lab) or 'all train'} | {', '.join(unl) or '-'} | "
                     f"{res['mpjpe_mm']:.1f} | {res['pa_mpjpe_mm']:.1f} | {res['mpjve_mm']:.2f} | "
@@ -126,9 +126,8 @@ def semi(args) -> str:
 def studio(args) -> str:
     rows = ["| model | 2D input | P1 (mm) | P2 (mm) | MPJVE (mm) | time (s) |", "|---|---|---|---|---|---|"]
     for model in args.models:
-        sec = {"martinez": P.Martinez, "temporal": P.Temporal, "repnet": P.RepNet}[model]
         for inp in (["gt", "detections"] if args.detections else ["gt"]):
-            p = dataclasses.replace(sec(), input_2d=inp)
+            p = dataclasses.replace(P.load(model, args.params), input_2d=inp)
             t0 = time.time()
             res = run_lift(model, p, _base(), mocap=args.mocap, cameras=args.cameras,
                            detections=args.detections, progress=False)
@@ -148,8 +147,10 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["martinez", "temporal"])
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--stride", type=int, default=1, help="train_stride for loso")
+    ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
+                    help="params.yaml whose sections semi and studio start from")
     args = ap.parse_args(argv)
-    if args.epochs is None:
+    if args.epochs is None and args.what == "loso":
         args.epochs = P.Martinez().epochs
     table = {"loso": loso, "semi": semi, "studio": studio}[args.what](args)
     print(table)

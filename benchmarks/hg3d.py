@@ -208,8 +208,8 @@ def main(argv=None) -> int:
     command = "python benchmarks/hg3d.py " + " ".join(sys.argv[1:] if argv is None else argv)
     n_test = next(iter(results.values()))[0]["n_test"]
     lines = [f"# hg3d: weak supervision with the geometric constraint (issue 9)", "",
-             f"Command: `{command}` ({wall:.0f} s wall, {a.workers} worker(s), one thread each"
-             f"{'' if a.workers > 1 else ' (torch default threads)'}).", "",
+             f"Command: `{command}` ({wall:.0f} s wall, {a.workers} worker(s)"
+             f"{', one thread each' if a.workers > 1 else ''}).", "",
              f"Data: {source}; scored on {n_test} test crops (every {a.test_stride}-th). 3D subjects in "
              f"(b)/(c): {', '.join(p.subjects_3d)}; 2D-only: {', '.join(p.subjects_2d_only)}. "
              f"Seeds: {a.seeds}. Input {p.input_size} px, ResNet-{p.resnet_depth}, 2D module from "

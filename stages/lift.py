@@ -16,7 +16,7 @@ import argparse
 import logging
 import sys
 
-from pose3d import params, tracking
+from pose3d import cli, params, tracking
 from pose3d.data.io import DataError
 from pose3d.lifting.pipeline import run_lift
 from pose3d.lifting.steps import SETUPS
@@ -36,16 +36,9 @@ def main(argv=None) -> int:
     ap.add_argument("--curves", required=True)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    tracking.install_signal_handlers()
-    try:
-        p = params.load(a.model, a.params)
-        base = params.load("base", a.params)
-    except params.ParamsError as e:
-        log.error("%s", e)
-        return 2
-    flat = {f"{a.model}.{k}": v for k, v in params.as_flat_dict(p).items()}
-    flat.update({f"base.{k}": v for k, v in params.as_flat_dict(base).items()})
+    s = cli.setup(a.model, a.params)
+    p, base = s.params, s.base
+    flat = {**s.flat, **{f"base.{k}": v for k, v in params.as_flat_dict(base).items()}}
     try:
         with tracking.stage_run(stage=f"lift@{a.model}", params=flat, base=base) as run:
             res = run_lift(a.model, p, base, mocap=a.mocap, cameras=a.cameras, detections=a.detections,

@@ -15,9 +15,7 @@ import argparse
 import logging
 import sys
 
-import torch
-
-from pose3d import hg3d, params, tracking
+from pose3d import cli, hg3d, params, tracking
 from pose3d.data.io import DataError, write_json
 
 log = logging.getLogger("train_hg3d")
@@ -37,20 +35,13 @@ def main(argv=None) -> int:
     ap.add_argument("--curves", required=True)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        p = params.load("hg3d", a.params)
-        base = params.load("base", a.params)
-    except params.ParamsError as e:
-        log.error("%s", e)
-        return 2
+    s = cli.setup("hg3d", a.params)
+    p, base = s.params, s.base
     if p.init_from_2d and not a.pose2d:
         log.error("hg3d.init_from_2d is true but no --pose2d folder was given")
         return 2
-    if base.num_threads:
-        torch.set_num_threads(base.num_threads)
     model_config, opts = hg3d.configs_from_params(p)
-    flat = {f"hg3d.{k}": v for k, v in params.as_flat_dict(p).items()}
+    flat = s.flat
     try:
         with tracking.stage_run(stage="train_hg3d", params=flat, base=base) as run:
             metrics = hg3d.run_hg3d(

@@ -433,28 +433,26 @@ def metrics_json(results: Seq[MethodResult]) -> dict:
     return out
 
 
-def per_action_table(results: Seq[MethodResult]) -> pd.DataFrame:
-    """Long table: one row per (method, action); ``label`` = 'method | action' for DVC plots."""
+def _long_table(results: Seq[MethodResult], attr: str, key: str) -> pd.DataFrame:
+    """Stack each method's ``attr`` table; ``label`` = 'method | <key>' for DVC plots."""
     rows = []
     for r in results:
-        t = r.per_action.copy()
+        t = getattr(r, attr).copy()
         t.insert(0, "method", r.method)
         rows.append(t)
     df = pd.concat(rows, ignore_index=True)
-    df.insert(0, "label", df["method"] + " | " + df["action"])
+    df.insert(0, "label", df["method"] + " | " + df[key])
     return df
+
+
+def per_action_table(results: Seq[MethodResult]) -> pd.DataFrame:
+    """Long table: one row per (method, action)."""
+    return _long_table(results, "per_action", "action")
 
 
 def per_joint_table(results: Seq[MethodResult]) -> pd.DataFrame:
-    """Long table: one row per (method, joint); ``label`` = 'method | joint' for DVC plots."""
-    rows = []
-    for r in results:
-        t = r.per_joint.copy()
-        t.insert(0, "method", r.method)
-        rows.append(t)
-    df = pd.concat(rows, ignore_index=True)
-    df.insert(0, "label", df["method"] + " | " + df["joint"])
-    return df
+    """Long table: one row per (method, joint)."""
+    return _long_table(results, "per_joint", "joint")
 
 
 def data_summary(results: Seq[MethodResult], gt: GroundTruth, split: str) -> pd.DataFrame:

@@ -24,17 +24,18 @@ def shared_data() -> Path:
     return p
 
 
-@pytest.fixture(scope="session")
-def real_mocap_npz(shared_data) -> Path:
-    p = shared_data / "real-mocap" / "real_mocap_h36m17.npz"
+def _shared_file(shared_data: Path, rel: str) -> Path:
+    p = shared_data / rel
     if not p.exists():
         pytest.skip(f"{p} not found")
     return p
+
+
+@pytest.fixture(scope="session")
+def real_mocap_npz(shared_data) -> Path:
+    return _shared_file(shared_data, "real-mocap/real_mocap_h36m17.npz")
 
 
 @pytest.fixture(scope="session")
 def panoptic_npz(shared_data) -> Path:
-    p = shared_data / "panoptic" / "panoptic_band_multiview.npz"
-    if not p.exists():
-        pytest.skip(f"{p} not found")
-    return p
+    return _shared_file(shared_data, "panoptic/panoptic_band_multiview.npz")

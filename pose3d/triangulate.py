@@ -132,15 +132,26 @@ def _nanmean(x: torch.Tensor) -> float:
 
 
 def _pose_metrics(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
-    """pred, gt (N, J, 3) metres, pred may hold NaN joints (missing) -> errors in mm."""
-    full = torch.isfinite(pred).all(-1).all(-1)
-    out = {
+    """pred, gt (N, J, 3) metres, pred may hold NaN joints (missing) -> errors in mm.
+
+    NaN-aware: every error is a mean over the joints that have a prediction (MPJPE also needs
+    the frame's root); P-MPJPE fits each frame's similarity on its predicted joints only (frames
+    with >= 3 of them), so one missing joint no longer drops the frame or makes the metric NaN.
+    ``valid_joint_frac``: predicted joints / all joints; ``pa_valid_joint_frac``: the joints that
+    entered P-MPJPE / all joints.
+    """
+    valid = torch.isfinite(pred).all(-1)  # (N, J)
+    frames = valid.sum(-1) >= 3  # a similarity needs 3 points
+    pa = joint_errors(pred[frames], gt[frames], "procrustes", joint_mask=valid[frames])
+    pa_valid = valid[frames]
+    return {
         "mpjpe_mm": 1000 * _nanmean(joint_errors(pred, gt, "root")),
         "abs_mpjpe_mm": 1000 * _nanmean(joint_errors(pred, gt, "none")),
-        "pa_mpjpe_mm": 1000 * _nanmean(joint_errors(pred[full], gt[full], "procrustes")) if full.any() else float("nan"),
-        "missing_joint_frac": float((~torch.isfinite(pred).all(-1)).double().mean()),
+        "pa_mpjpe_mm": 1000 * _nanmean(pa[pa_valid]),
+        "missing_joint_frac": float((~valid).double().mean()),
+        "valid_joint_frac": float(valid.double().mean()),
+        "pa_valid_joint_frac": int(pa_valid.sum()) / max(valid.numel(), 1),
     }
-    return out
 
 
 def run(method: str, mocap: str, cameras: str, detections: str | None, out: str, metrics_out: str,

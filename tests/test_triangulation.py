@@ -315,3 +315,90 @@ def test_stage_missing_input_exits_1(tmp_path):
                         "--metrics", str(tmp_path / "m.json"), "--params", str(tmp_path / "params.yaml")],
                        cwd=str(REPO), capture_output=True, text=True)
     assert r.returncode == 1 and "nope.h5" in r.stderr and not (tmp_path / "o.parquet").exists()
+
+
+def test_stage_metrics_nan_aware():
+    """Missing (NaN) joints in the prediction: P-MPJPE fits each frame's similarity on its
+    predicted joints, so a similarity-transformed copy of the truth with a missing joint in
+    every frame scores 0 (it was NaN when only complete frames were kept)."""
+    from pose3d.triangulate import _pose_metrics
+
+    gt = make_points((6, 17), seed=7)
+    ang = torch.tensor(0.4, dtype=D)
+    Rz = torch.tensor([[ang.cos(), -ang.sin(), 0], [ang.sin(), ang.cos(), 0], [0, 0, 1]], dtype=D)
+    pred = 1.3 * gt @ Rz.T + torch.tensor([0.5, -0.2, 0.1], dtype=D)
+    pred[torch.arange(6), torch.arange(6) + 1] = float("nan")  # one missing joint per frame (not the root)
+    pred[5, 2:] = float("nan")  # frame 5 keeps 2 joints: too few for a similarity
+    m = _pose_metrics(pred, gt)
+    n_valid = 5 * 16 + 2  # frames 0-4: 16 joints each; frame 5: joints 0 and 1
+    assert m["valid_joint_frac"] == pytest.approx(n_valid / (6 * 17), abs=1e-15)
+    assert m["missing_joint_frac"] == pytest.approx(1 - n_valid / (6 * 17), abs=1e-15)
+    assert m["pa_valid_joint_frac"] == pytest.approx(5 * 16 / (6 * 17), abs=1e-15)
+    assert m["pa_mpjpe_mm"] < 1e-9
+    # root-relative MPJPE over the predicted joints: a pure translation gives exactly 0
+    shifted = gt + torch.tensor([0.3, 0.0, 0.0], dtype=D)
+    shifted[:, 4] = float("nan")
+    m2 = _pose_metrics(shifted, gt)
+    assert m2["mpjpe_mm"] < 1e-9 and m2["pa_mpjpe_mm"] < 1e-9
+    assert m2["abs_mpjpe_mm"] == pytest.approx(300.0, abs=1e-9)
+
+
+def test_ransac_pair_threshold_declines_loose_two_view_consensus():
+    # views 0, 1 see X with opposite vertical 4 px offsets (across the near-horizontal epipolar
+    # lines of this ring), views 2, 3 are garbage: a two-view consensus whose residuals (~4 px)
+    # pass a 10 px threshold but not 0.1 x 10 px; exact pairs pass both
+    cams = make_rig(V=4)
+    X = make_points((1, 6), seed=3)
+    uv = observe(X, cams)
+    uv[:, 2] += torch.tensor([300.0, -200.0], dtype=D)
+    uv[:, 3] += torch.tensor([-250.0, 350.0], dtype=D)
+    loose = uv.clone()
+    loose[:, 0, :3] += torch.tensor([0.0, 4.0], dtype=D)
+    loose[:, 1, :3] -= torch.tensor([0.0, 4.0], dtype=D)
+    base = triangulate(loose, cams, method="ransac", ransac_threshold_px=10.0)
+    assert torch.isfinite(base.points_3d).all()
+    err = reprojection_errors(base.points_3d, loose, cams)[:, :2]  # the pair's residuals
+    assert (err[..., :3] > 1.0).all() and (err[..., :3] < 10.0).all() and (err[..., 3:] < 1e-6).all()
+    strict = triangulate(loose, cams, method="ransac", ransac_threshold_px=10.0, ransac_pair_threshold=0.1)
+    assert torch.isnan(strict.points_3d[:, :3]).all() and not strict.used[..., :3].any()
+    assert (strict.points_3d[:, 3:] - X[:, 3:]).abs().max() < 1e-8  # exact pairs kept
+    assert torch.equal(strict.used[..., 3:], torch.tensor([True, True, False, False]).expand(1, 3, 4).transpose(-1, -2))
+    # three consistent views: not a two-view consensus, the test does not apply
+    three = loose.clone()
+    three[:, 2] = observe(X, cams)[:, 2]
+    r3 = triangulate(three, cams, method="ransac", ransac_threshold_px=10.0, ransac_pair_threshold=0.1)
+    assert torch.isfinite(r3.points_3d).all()
+
+
+@pytest.mark.slow
+def test_compiled_dlt_matches_eager():
+    """triangulate(compiled=True) (torch.compile'd kernels, fixed iteration counts) gives the
+    eager results: exact on noise-free views, same NaN/used pattern with missing views and low
+    scores, equal to ~1e-12 on noisy views; with refine=True the same LM result. Compiles on
+    first use (seconds to a minute per kernel)."""
+    cams, X = make_rig(), make_points((30, 17))
+    g = torch.Generator().manual_seed(8)
+    uv = observe(X, cams)
+    scores = 0.2 + 0.8 * torch.rand(uv.shape[:-1], generator=g, dtype=D)
+    uv[:, 1, 3] = float("nan")  # 3 views left
+    uv[:, 1:, 5] = float("nan")  # one view left -> NaN
+    scores[:, 2:, 7] = 0.05  # below the threshold -> 2 views left
+    scores[:, 0, 9] = float("nan")  # NaN score = missing
+    exact = triangulate(uv, cams, scores, score_threshold=0.1, compiled=True)
+    ok = torch.ones(17, dtype=torch.bool)
+    ok[5] = False
+    assert torch.isnan(exact.points_3d[:, 5]).all() and torch.isnan(exact.reprojection_error_px[:, 5]).all()
+    assert (exact.points_3d[:, ok] - X[:, ok]).abs().max() < 1e-9
+    assert exact.reprojection_error_px[:, ok].max() < 1e-6
+    noisy = uv + 2 * torch.randn(uv.shape, generator=g, dtype=D)
+    for inp in (uv, noisy):
+        a = triangulate(inp, cams, scores, score_threshold=0.1)
+        b = triangulate(inp, cams, scores, score_threshold=0.1, compiled=True)
+        assert torch.equal(a.used, b.used) and torch.equal(a.points_3d.isnan(), b.points_3d.isnan())
+        assert torch.allclose(a.points_3d, b.points_3d, atol=1e-12, rtol=0, equal_nan=True)
+        assert torch.allclose(a.reprojection_error_px, b.reprojection_error_px, atol=1e-9, rtol=0, equal_nan=True)
+    # compiled Levenberg-Marquardt iterations: the same steps
+    a = triangulate(noisy, cams, scores, score_threshold=0.1, refine=True)
+    b = triangulate(noisy, cams, scores, score_threshold=0.1, refine=True, compiled=True)
+    assert torch.equal(a.points_3d.isnan(), b.points_3d.isnan())
+    assert torch.allclose(a.points_3d, b.points_3d, atol=1e-10, rtol=0, equal_nan=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -371,6 +373,8 @@ def test_ransac_pair_threshold_declines_loose_two_view_consensus():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile's CPU backend needs a C++ compiler; none on PATH")
 def test_compiled_dlt_matches_eager():
     """triangulate(compiled=True) (torch.compile'd kernels, fixed iteration counts) gives the
     eager results: exact on noise-free views, same NaN/used pattern with missing views and low

@@ -1,6 +1,6 @@
 """Throughput of the 2D pose network: training images/s and inference crops/s.
 
-    python benchmarks/pose2d.py --out reports/benchmarks/pose2d.json [--depth 18 --size 128]
+    python benchmarks/pose2d.py --out reports/benchmarks/pose2d.json [--depth 18 --size 96 --deconv-channels 128]
 
 Runs a few warm-up steps, then times ``--steps`` training steps (Adam, target-weighted MSE,
 batch ``--batch``) and inference batches (flip test + DARK decoding, as detect_2d) for each
@@ -26,9 +26,9 @@ from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.train import resolve_device
 
 
-def _train_rate(depth, size, batch, steps, precision, channels_last, device):
+def _train_rate(depth, channels, size, batch, steps, precision, channels_last, device):
     torch.manual_seed(0)
-    net = PoseResNet(PoseResNetConfig(depth=depth)).to(device).train()
+    net = PoseResNet(PoseResNetConfig(depth=depth, deconv_channels=channels)).to(device).train()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), 1e-3)
@@ -61,9 +61,9 @@ def _train_rate(depth, size, batch, steps, precision, channels_last, device):
     return batch * steps / (time.perf_counter() - t0)
 
 
-def _infer_rate(depth, size, batch, steps, precision, device):
+def _infer_rate(depth, channels, size, batch, steps, precision, device):
     torch.manual_seed(0)
-    net = PoseResNet(PoseResNetConfig(depth=depth)).to(device).eval()
+    net = PoseResNet(PoseResNetConfig(depth=depth, deconv_channels=channels)).to(device).eval()
     cl = device.type == "cpu"
     if cl:
         net = net.to(memory_format=torch.channels_last)
@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--depth", type=int, default=18)
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--deconv-channels", type=int, default=128)
+    ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--device", default="auto")
@@ -97,15 +98,15 @@ def main(argv=None) -> int:
                 else [("fp32", False), ("bf16", False)])
     res = {"device": str(device), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "loadavg_1min_before": os.getloadavg()[0], "depth": a.depth, "input_size": a.size,
+           "loadavg_1min_before": os.getloadavg()[0], "depth": a.depth, "deconv_channels": a.deconv_channels, "input_size": a.size,
            "batch": a.batch, "steps": a.steps, "train_img_per_s": {}, "infer_crops_per_s": {}}
     for prec, cl in variants:
         key = f"{prec}{'+channels_last' if cl else ''}"
-        res["train_img_per_s"][key] = round(_train_rate(a.depth, a.size, a.batch, a.steps, prec, cl, device), 1)
+        res["train_img_per_s"][key] = round(_train_rate(a.depth, a.deconv_channels, a.size, a.batch, a.steps, prec, cl, device), 1)
         print(key, "train img/s", res["train_img_per_s"][key], flush=True)
     for prec in ("fp32", "bf16"):
         res["infer_crops_per_s"][f"{prec}+flip+dark"] = round(
-            _infer_rate(a.depth, a.size, 64, a.steps, prec, device), 1)
+            _infer_rate(a.depth, a.deconv_channels, a.size, 64, a.steps, prec, device), 1)
         print(prec, "infer crops/s", res["infer_crops_per_s"][f"{prec}+flip+dark"], flush=True)
     res["loadavg_1min_after"] = os.getloadavg()[0]
     out = Path(a.out)

@@ -621,24 +621,31 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
 
     log = logging.getLogger("hg3d")
     t0 = time.time()
-    stride = model_config.stride
-    data = load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size, stride,
-                     subjects=list(opts.subjects_3d) + list(opts.subjects_2d_only),
-                     frame_stride=frame_stride)
-    log.info("hg3d: %d crops loaded in %.1f s", len(data), time.time() - t0)
-    torch.manual_seed(seed)
-    model = HG3D(model_config)
     init_digest = None
     if pose2d_dir is not None:
         pose2d_dir = Path(pose2d_dir)
         cfg2d = json.loads((pose2d_dir / "config.json").read_text())
+        # the head's width and depth are the 2D model's (params pose2d), not hg3d's own keys
+        import dataclasses
+        model_config = dataclasses.replace(model_config, **{
+            k: int(cfg2d[k]) for k in ("deconv_channels", "num_deconv") if k in cfg2d})
         mine = model_config.pose_config().to_dict()
         clash = {k: (cfg2d.get(k), v) for k, v in mine.items() if k in cfg2d and cfg2d[k] != v}
         if clash:
             raise ValueError(f"{pose2d_dir}/config.json: the 2D model differs from hg3d's 2D module "
                              f"in {clash} (set hg3d.resnet_depth to match, or hg3d.init_from_2d: false)")
+        torch.manual_seed(seed)
+        model = HG3D(model_config)
         model.load_pose2d(load_state(pose2d_dir / "model.pt"))
         init_digest = pose2d_dir / "model.pt"
+    else:
+        torch.manual_seed(seed)
+        model = HG3D(model_config)
+    stride = model_config.stride
+    data = load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size, stride,
+                     subjects=list(opts.subjects_3d) + list(opts.subjects_2d_only),
+                     frame_stride=frame_stride)
+    log.info("hg3d: %d crops loaded in %.1f s", len(data), time.time() - t0)
     fp = f"{fingerprint}:{_file_digest(crops_parquet, init_digest)}"
     # bf16 autocast only where the CPU has it in hardware (emulated bf16 is slower than fp32)
     from pose3d.pose2d import resolve_precision

@@ -86,10 +86,15 @@ def make_subject(name: str, seed: int, stature: float | None = None,
                   (0.42, 0.28, 0.19)]
     skin = skin_tones[int(rng.integers(len(skin_tones)))]
     hair = hsv(rng.uniform(0.02, 0.1), rng.uniform(0.3, 0.8), rng.uniform(0.08, 0.45))
-    shirt = hsv(rng.uniform(0, 1), rng.uniform(0.25, 0.85), rng.uniform(0.35, 0.95))
+    shirt_hsv = (rng.uniform(0, 1), rng.uniform(0.25, 0.85), rng.uniform(0.35, 0.95))
+    shirt = hsv(*shirt_hsv)
     trousers = hsv(rng.uniform(0, 1), rng.uniform(0.1, 0.6), rng.uniform(0.15, 0.6))
     shoes = hsv(rng.uniform(0, 1), rng.uniform(0.0, 0.4), rng.uniform(0.05, 0.5))
-    colors = {"skin": skin, "hair": hair, "shirt": shirt, "trousers": trousers, "shoes": shoes}
+    # a print on the shirt's front and a belt buckle, in a colour that contrasts with the shirt
+    # (no extra random draw, so every other attribute of a subject stays as it was)
+    front = hsv(shirt_hsv[0] + 0.5, 0.7, 0.95 if shirt_hsv[2] < 0.65 else 0.2)
+    colors = {"skin": skin, "hair": hair, "shirt": shirt, "trousers": trousers, "shoes": shoes,
+              "front": front}
     style = {
         "tempo": float(rng.uniform(0.85, 1.15)),       # speed of every action's timing
         "amplitude": float(rng.uniform(0.8, 1.2)),      # size of gestures

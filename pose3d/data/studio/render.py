@@ -11,7 +11,8 @@ The body (per frame, from the 17 joints only, so real mocap renders the same way
 ellipsoids, shoulder spheres, upper arm/forearm/hand capsules, two-part thighs, shins and shoe
 capsules. A z-buffer resolves occlusion per pixel, also between body parts. Shading is Lambert
 with ambient occlusion by normal, under a per-sequence directional light; clothing colours
-vary per subject (left and right sides are dressed alike). Background: a textured room
+vary per subject (left and right sides are dressed alike; a print on the shirt's front and a belt
+buckle in a contrasting colour tell front from back, as real clothes do). Background: a textured room
 (tiled floor, panelled walls with doors and posters, ceiling) ray-cast once per camera, a soft
 contact shadow under the person, slight optical blur and sensor noise.
 
@@ -211,7 +212,7 @@ class Body:
     ell_mat: np.ndarray
 
 
-MATERIALS = ("skin", "hair", "shirt", "trousers", "shoes")
+MATERIALS = ("skin", "hair", "shirt", "trousers", "shoes", "front")
 _M = {m: i for i, m in enumerate(MATERIALS)}
 
 
@@ -264,6 +265,13 @@ def build_body(positions: np.ndarray, subject: Subject) -> Body:
         (0.056 * H * g, 0.077 * H * g, 0.09 * H), "shirt")
     pelvis_R = _frame(body_fwd, pelvis_up)
     ell(P["pelvis"] + 0.15 * pelvis_up, pelvis_R, (0.062 * H * g, 0.094 * H * g, 0.07 * H), "trousers")
+    # Front/back cues, as real clothes have them (a print, buttons, a buckle): without them the
+    # mannequin is front/back symmetric apart from its small face, and a 2D network cannot tell
+    # left from right on a person seen from behind. Both protrude ~1 cm from the surface.
+    ell(P["spine"] + 0.5 * chest_up + chest_R[..., 0] * 0.056 * H * g, chest_R,
+        (0.012 * H * g, 0.042 * H * g, 0.05 * H), "front")
+    ell(P["pelvis"] + 0.22 * pelvis_up + pelvis_R[..., 0] * 0.058 * H * g, pelvis_R,
+        (0.01 * H * g, 0.02 * H * g, 0.013 * H), "front")
     long_sleeves = subject.sleeves == "long"
     for s in ("l", "r"):
         sh, el, wr = P[f"{s}_shoulder"], P[f"{s}_elbow"], P[f"{s}_wrist"]

@@ -27,6 +27,7 @@ Glossary: N samples, J joints, E bones, H/W heatmap size.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -601,7 +602,7 @@ def _file_digest(*paths) -> str:
 
 def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, opts: HG3DTrainOptions,
              input_size: int, frame_stride: int = 1, pose2d_dir=None, device: str = "auto",
-             cpu_precision: str = "bf16", channels_last: bool = True, seed: int = 0,
+             cpu_precision: str = "auto", channels_last: bool = True, seed: int = 0,
              model_dir=None, predictions=None, checkpoint=None, curves_csv=None, run=None,
              fingerprint: str = "", progress: bool = True, test_stride: int = 1) -> dict:
     """Train and evaluate one hg3d model; write whichever outputs are given a path.
@@ -626,7 +627,6 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
         pose2d_dir = Path(pose2d_dir)
         cfg2d = json.loads((pose2d_dir / "config.json").read_text())
         # the head's width and depth are the 2D model's (params pose2d), not hg3d's own keys
-        import dataclasses
         model_config = dataclasses.replace(model_config, **{
             k: int(cfg2d[k]) for k in ("deconv_channels", "num_deconv") if k in cfg2d})
         mine = model_config.pose_config().to_dict()
@@ -634,22 +634,17 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
         if clash:
             raise ValueError(f"{pose2d_dir}/config.json: the 2D model differs from hg3d's 2D module "
                              f"in {clash} (set hg3d.resnet_depth to match, or hg3d.init_from_2d: false)")
-        torch.manual_seed(seed)
-        model = HG3D(model_config)
+    torch.manual_seed(seed)
+    model = HG3D(model_config)
+    if pose2d_dir is not None:
         model.load_pose2d(load_state(pose2d_dir / "model.pt"))
         init_digest = pose2d_dir / "model.pt"
-    else:
-        torch.manual_seed(seed)
-        model = HG3D(model_config)
     stride = model_config.stride
     data = load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size, stride,
                      subjects=list(opts.subjects_3d) + list(opts.subjects_2d_only),
                      frame_stride=frame_stride)
     log.info("hg3d: %d crops loaded in %.1f s", len(data), time.time() - t0)
     fp = f"{fingerprint}:{_file_digest(crops_parquet, init_digest)}"
-    # bf16 autocast only where the CPU has it in hardware (emulated bf16 is slower than fp32)
-    from pose3d.pose2d import resolve_precision
-    cpu_precision = resolve_precision(cpu_precision, torch.device("cpu"))
     t_load = time.time() - t0
     tc = TrainConfig(epochs=opts.schedule.total, device=device, cpu_precision=cpu_precision,
                      channels_last=channels_last, seed=seed,

@@ -34,7 +34,7 @@ from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_ta
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.skeleton import JOINT_NAMES, PARENTS
 
-from pose3d.train import cpu_has_native_bf16, resolve_precision  # noqa: F401 (re-exported)
+from pose3d.train import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def fit(crops_h5, index: CropIndex, *, model_config: PoseResNetConfig, trainer_c
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=lr_factor)
     trainer = Trainer({"model": model}, {"model": opt}, {"model": sched}, config=trainer_config, run=run)
     cl = bool(trainer_config.channels_last)
-    precision = resolve_precision("bf16" if trainer_config.cpu_precision == "bf16" else "fp32", trainer.device)
+    precision = trainer.precision  # validate in the precision the model trains in
     widths = image_widths(val_idx)
     kw = dict(batch_size=64, flip=flip_test, method=decode_method, sigma=sigma, precision=precision,
               channels_last=cl)

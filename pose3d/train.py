@@ -163,15 +163,15 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             self.scalers = {n: torch.amp.GradScaler("cuda") for n in self.optimizers}
         self.history: list[dict[str, float]] = []
-        self.cpu_precision = resolve_precision(config.cpu_precision, torch.device("cpu"))
+        #: what the steps run in: "bf16"/"fp16" autocast on CUDA, config.cpu_precision resolved on the CPU
+        self.precision = resolve_precision("auto" if self.device.type == "cuda" else config.cpu_precision,
+                                           self.device)
 
     # ------------------------------------------------------------------ helpers
     def autocast(self):
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        if self.cpu_precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
     def to_device(self, batch):

@@ -12,8 +12,6 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from pose3d import cli, params, pose2d, tracking
 from pose3d.data.crops import Augmentation, read_crop_index
 from pose3d.data.io import DataError, write_json
@@ -43,9 +41,7 @@ def main(argv=None) -> int:
     model_config = PoseResNetConfig(depth=p.depth, num_joints=len(index.meta["joint_names"]),
                                     deconv_channels=p.deconv_channels, deconv_kernel=p.deconv_kernel,
                                     num_deconv=p.num_deconv)
-    # bf16 autocast only where the CPU has it in hardware (emulated bf16 is slower than fp32)
-    cpu_precision = pose2d.resolve_precision(base.cpu_precision, torch.device("cpu"))
-    trainer_config = TrainConfig(epochs=p.epochs, device=base.device, cpu_precision=cpu_precision,
+    trainer_config = TrainConfig(epochs=p.epochs, device=base.device, cpu_precision=base.cpu_precision,
                                  channels_last=p.channels_last, seed=base.seed,
                                  checkpoint=Path(a.checkpoint), curves_csv=Path(a.curves), desc="train_2d")
     aug = Augmentation(scale=p.aug_scale, rotation=p.aug_rotation, rotation_prob=p.aug_rotation_prob,
@@ -53,8 +49,7 @@ def main(argv=None) -> int:
                        shift=p.aug_shift)
     # the checkpoint resumes only for identical params and identical crops
     fp = params.fingerprint(p, base) + "-" + str(index.meta.get("crop_size")) + f"-{len(index)}"
-    flat = s.flat
-    flat["extract.crop_size"] = index.crop_size
+    flat = {**s.flat, "extract.crop_size": index.crop_size}
     with tracking.stage_run(stage="train_2d", params=flat, base=base) as run:
         model, history, final = pose2d.fit(
             a.crops_h5, index, model_config=model_config, trainer_config=trainer_config, run=run,

@@ -406,3 +406,17 @@ def test_compiled_dlt_matches_eager():
     b = triangulate(noisy, cams, scores, score_threshold=0.1, refine=True, compiled=True)
     assert torch.equal(a.points_3d.isnan(), b.points_3d.isnan())
     assert torch.allclose(a.points_3d, b.points_3d, atol=1e-10, rtol=0, equal_nan=True)
+
+
+def test_projection_jacobian_matches_projection_and_autograd():
+    """The analytic projection + Jacobian (LM and the Cramér-Rao benchmark use it) equals the
+    camera model's projection and autograd's derivative, for a batched (*, J, 3) input."""
+    from pose3d.geometry.triangulation import _project_with_jacobian
+
+    cams, X = make_rig(V=3), make_points((2, 5))
+    uv, Jac = _project_with_jacobian(X, cams)
+    assert uv.shape == (2, 3, 5, 2) and Jac.shape == (2, 3, 5, 2, 3)
+    assert (uv - observe(X, cams)).abs().max() < 1e-9
+    auto = torch.autograd.functional.jacobian(lambda x: observe(x, cams), X)  # (2,3,5,2, 2,5,3)
+    ref = torch.einsum("nvjcnjk->nvjck", auto)
+    assert (Jac - ref).abs().max() < 1e-7

@@ -338,38 +338,20 @@ def reprojection_errors(X: torch.Tensor, points_px: torch.Tensor, cameras: Mappi
 
 def _project_with_jacobian(X: torch.Tensor, cameras: Mapping[str, torch.Tensor]
                            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """X (*, J, 3) -> distorted pixels (*, V, J, 2) and d(pixels)/dX (*, V, J, 2, 3), analytic.
+    """X (*, J, 3) -> distorted pixels (*, V, J, 2) and d(pixels)/dX (*, V, J, 2, 3), analytic:
+    :func:`_project_jacobian_vn` (chain rule through ``x_c = R X + t``, the perspective division,
+    OpenCV's radial-tangential distortion and ``K``) in the batched (*, V, J) layout."""
+    lead, J = X.shape[:-2], X.shape[-2]
+    pu, pv, *jac = _project_jacobian_vn(*X.reshape(-1, 3).unbind(-1), cameras)  # (V, N) each
+    V = pu.shape[0]
 
-    Chain rule through ``x_c = R X + t``, ``(a, b) = (x_c / z_c, y_c / z_c)``, OpenCV's
-    radial-tangential distortion and ``K``: ``J = K_2x2 D(a, b) [[1/z, 0, -a/z], [0, 1/z, -b/z]] R``.
-    """
-    K, dist, R, t = cameras["K"], cameras["dist"], cameras["R"], cameras["t"]
-    xc = X.unsqueeze(-3) @ R.transpose(-1, -2) + t.unsqueeze(-2)  # (*, V, J, 3)
-    z = xc[..., 2]
-    a, b = xc[..., 0] / z, xc[..., 1] / z
-    d = dist.unsqueeze(-2)  # (V, 1, 5) against (*, V, J)
-    k1, k2, p1, p2, k3 = (d[..., i] for i in range(5))
-    r2 = a * a + b * b
-    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    drad = 2 * (k1 + r2 * (2 * k2 + 3 * k3 * r2))  # (d radial / d a) / a
-    xd = a * radial + 2 * p1 * a * b + p2 * (r2 + 2 * a * a)
-    yd = b * radial + p1 * (r2 + 2 * b * b) + 2 * p2 * a * b
-    Kx = K.unsqueeze(-3)  # (V, 1, 3, 3)
-    fx, s, cx, fy, cy = Kx[..., 0, 0], Kx[..., 0, 1], Kx[..., 0, 2], Kx[..., 1, 1], Kx[..., 1, 2]
-    uv = torch.stack([fx * xd + s * yd + cx, fy * yd + cy], dim=-1)
-    j00 = radial + a * drad * a + 2 * p1 * b + 6 * p2 * a
-    j01 = a * drad * b + 2 * p1 * a + 2 * p2 * b
-    j10 = b * drad * a + 2 * p1 * a + 2 * p2 * b
-    j11 = radial + b * drad * b + 6 * p1 * b + 2 * p2 * a
-    # pixel <- distorted normalised: [[fx, s], [0, fy]] @ [[j00, j01], [j10, j11]]
-    m00, m01 = fx * j00 + s * j10, fx * j01 + s * j11
-    m10, m11 = fy * j10, fy * j11
-    iz = 1 / z
-    # d(a, b)/d x_c = [[1/z, 0, -a/z], [0, 1/z, -b/z]]
-    row0 = torch.stack([m00 * iz, m01 * iz, -(m00 * a + m01 * b) * iz], dim=-1)
-    row1 = torch.stack([m10 * iz, m11 * iz, -(m10 * a + m11 * b) * iz], dim=-1)
-    Jc = torch.stack([row0, row1], dim=-2)  # (*, V, J, 2, 3) w.r.t. x_c
-    return uv, Jc @ R.unsqueeze(-3)  # d x_c / d X = R
+    def back(t: torch.Tensor) -> torch.Tensor:  # (V, N) -> (*, V, J)
+        return t.reshape(V, *lead, J).movedim(0, -2)
+
+    uv = torch.stack([back(pu), back(pv)], -1)
+    Jac = torch.stack([torch.stack([back(j) for j in jac[:3]], -1),
+                       torch.stack([back(j) for j in jac[3:]], -1)], -2)
+    return uv, Jac
 
 
 def refine_reprojection(X: torch.Tensor, points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor],

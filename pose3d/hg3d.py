@@ -39,12 +39,17 @@ from pose3d.geometry.camera import pixels_to_normalized, undistort_points
 from pose3d.geometry.shapes import check_shape
 from pose3d.skeleton import BONES, JOINT_NAMES, ROOT, bone_group, bone_lengths
 
-GeoGroups = Literal["side", "limbs", "all"]
+GeoGroups = Literal["side", "limbs", "pairs", "all"]
 
 #: joints whose bone from the pelvis/thorax ("girdle" bones: hips, shoulders) the ``limbs`` groups
 #: leave out: short, so a small depth error changes their length ratio most (they dominate the
 #: ``side`` loss of a noisy depth prediction; see reports/benchmarks/hg3d.md)
 GIRDLE_JOINTS = ("l_hip", "r_hip", "l_shoulder", "r_shoulder")
+
+#: ``pairs`` groups (Zhou et al. 2017, Sec. 3.3: left/right legs, arms, hip bones, shoulder bones),
+#: keyed by a bone's child joint without its side prefix
+_PAIR_GROUPS = {"hip": "hips", "knee": "legs", "ankle": "legs",
+                "shoulder": "shoulders", "elbow": "arms", "wrist": "arms"}
 
 
 # --------------------------------------------------------------------------- bone groups
@@ -53,12 +58,23 @@ def bone_groups(kind: GeoGroups = "side") -> dict[str, list[int]]:
 
     ``side``: left / right / torso from :func:`pose3d.skeleton.bone_group` (by joint name).
     ``limbs``: the same without the girdle bones (pelvis -> hips, thorax -> shoulders).
+    ``pairs``: the paper's four groups, each a left/right pair of limbs: legs (both thighs and
+    shins), arms (both upper arms and forearms), hip bones, shoulder bones; the unpaired spine,
+    neck and head bones are left out. Each group compares a bone with its mirror image and
+    with the other segment of the same limb, never an arm with a leg.
     ``all``: one group with every bone (the whole skeleton keeps canonical proportions).
     """
     if kind == "all":
         return {"all": list(range(len(BONES)))}
+    if kind == "pairs":
+        pairs: dict[str, list[int]] = {}
+        for e, b in enumerate(BONES):
+            name = JOINT_NAMES[b[1]]
+            if name[:2] in ("l_", "r_") and name[2:] in _PAIR_GROUPS:
+                pairs.setdefault(_PAIR_GROUPS[name[2:]], []).append(e)
+        return pairs
     if kind not in ("side", "limbs"):
-        raise ValueError(f"bone_groups: kind = {kind!r}, expected 'side', 'limbs' or 'all'")
+        raise ValueError(f"bone_groups: kind = {kind!r}, expected 'side', 'limbs', 'pairs' or 'all'")
     groups: dict[str, list[int]] = {}
     for e, b in enumerate(BONES):
         if kind == "limbs" and JOINT_NAMES[b[1]] in GIRDLE_JOINTS:

@@ -410,7 +410,7 @@ class HG3DParams:
     sigma: float = 1.0      # heatmap Gaussian sigma, heatmap px
     depth_weight: float = 1.0
     geo_weight: float = 0.1  # 0 turns the geometric constraint off
-    geo_groups: Literal["side", "limbs", "all"] = "side"  # limbs: side without the hip/shoulder bones
+    geo_groups: Literal["side", "limbs", "pairs", "all"] = "side"  # limbs: side without the hip/shoulder bones; pairs: the paper's 4 left/right groups
     flip: bool = True
     channels_last: bool = True
 

@@ -48,9 +48,15 @@ def test_bone_groups_by_name():
     assert set(limbs) == set(groups)
     left = {JOINT_NAMES[BONES[e][1]] for e in limbs["left"]}
     assert left == {"l_knee", "l_ankle", "l_elbow", "l_wrist"}  # no pelvis->hip, thorax->shoulder
+    pairs = {k: {JOINT_NAMES[BONES[e][1]] for e in v} for k, v in hg3d.bone_groups("pairs").items()}
+    assert pairs == {"legs": {"l_knee", "l_ankle", "r_knee", "r_ankle"},
+                     "arms": {"l_elbow", "l_wrist", "r_elbow", "r_wrist"},
+                     "hips": {"l_hip", "r_hip"}, "shoulders": {"l_shoulder", "r_shoulder"}}
+    with pytest.raises(ValueError, match="'pairs'"):
+        hg3d.bone_groups("legs")
 
 
-@pytest.mark.parametrize("groups", ["side", "limbs", "all"])
+@pytest.mark.parametrize("groups", ["side", "limbs", "pairs", "all"])
 @pytest.mark.parametrize("scale", [1e-3, 0.25, 1.0, 7.0, 1000.0])
 def test_geometric_loss_zero_for_canonical_proportions(scale, groups):
     g = torch.Generator().manual_seed(0)
@@ -73,6 +79,8 @@ def test_geometric_loss_positive_for_distorted_skeleton(scale):
     y[w] = y[e] + 1.4 * (y[w] - y[e])
     loss = hg3d.geometric_loss(scale * y, ref, "side")
     assert float(loss) > 1e-3
+    # the paper's pairs: the stretched forearm disagrees with its mirror image and upper arm
+    assert float(hg3d.geometric_loss(scale * y, ref, "pairs")) > 1e-3
     # and the value does not depend on the overall scale
     assert math.isclose(float(loss), float(hg3d.geometric_loss(y, ref, "side")), rel_tol=1e-9)
 

@@ -401,11 +401,18 @@ def test_compiled_dlt_matches_eager():
         assert torch.equal(a.used, b.used) and torch.equal(a.points_3d.isnan(), b.points_3d.isnan())
         assert torch.allclose(a.points_3d, b.points_3d, atol=1e-12, rtol=0, equal_nan=True)
         assert torch.allclose(a.reprojection_error_px, b.reprojection_error_px, atol=1e-9, rtol=0, equal_nan=True)
-    # compiled Levenberg-Marquardt iterations: the same steps
+    # compiled Levenberg-Marquardt iterations: the same steps from the same start
+    from pose3d.geometry.triangulation import refine_reprojection
+    w = torch.where(a.used, scores, 0.0)
+    la = refine_reprojection(a.points_3d, noisy, cams, w)
+    lb = refine_reprojection(a.points_3d, noisy, cams, w, compiled=True)
+    assert torch.allclose(la, lb, atol=1e-12, rtol=0, equal_nan=True)
+    # end to end: the two DLT starts differ by rounding (~1e-15 m: the compiled moments are summed
+    # in another order), which 10 LM iterations on the worst-conditioned joints grow to ~1e-9 m
     a = triangulate(noisy, cams, scores, score_threshold=0.1, refine=True)
     b = triangulate(noisy, cams, scores, score_threshold=0.1, refine=True, compiled=True)
     assert torch.equal(a.points_3d.isnan(), b.points_3d.isnan())
-    assert torch.allclose(a.points_3d, b.points_3d, atol=1e-10, rtol=0, equal_nan=True)
+    assert torch.allclose(a.points_3d, b.points_3d, atol=1e-8, rtol=0, equal_nan=True)
 
 
 def test_projection_jacobian_matches_projection_and_autograd():

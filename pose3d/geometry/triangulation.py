@@ -622,13 +622,7 @@ def _triangulate_dlt_fast(pts: torch.Tensor, scores: torch.Tensor | None, cams: 
     Xs, reps, useds = [], [], []
     for s in range(0, N * J, chunk):
         u, v = uv[0, :, s:s + chunk], uv[1, :, s:s + chunk]
-        ok = torch.isfinite(u) & torch.isfinite(v)
-        if sc is None:
-            w = ok.to(u.dtype)
-        else:
-            c = sc[:, s:s + chunk]
-            ok = ok & (c >= score_threshold)  # NaN scores compare False
-            w = torch.where(ok, c.clamp_min(0), 0.0) if weighted else ok.to(c.dtype)
+        w = _row_weights(u, v, sc[:, s:s + chunk] if sc is not None else None, score_threshold, weighted)
         x, y = _undistort_vn(u, v, cams["K"], cams["dist"])
         X = _dlt_vn(x, y, w, C)
         used = w > 0
@@ -642,105 +636,111 @@ def _triangulate_dlt_fast(pts: torch.Tensor, scores: torch.Tensor | None, cams: 
     return X, rep, used
 
 
-# The compiled path: the same steps with a fixed number of iterations and no host sync, as four
-# functions that torch.compile (inductor) turns into fused C++ loops. Not one graph: inductor then
-# materialises or recomputes the undistortion for several consumers (measured ~2x slower).
-def _k_undistort(u: torch.Tensor, v: torch.Tensor, K: torch.Tensor, dist: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """u, v (V, N) px -> normalised x, y (V, N) and the last Newton step ``|dx| + |dy|``: 2 float32
-    steps + 1 float64 step from the distorted point (as :func:`_undistort_vn`: to ~2e-13 over the
-    whole image of the Panoptic and test rigs). One view at a time, so that every op of the
-    chain has the same flat (N,) loop and inductor fuses it into one loop (the (V, 1) camera
-    parameters broadcast against (V, N) split it into several loops: measured 1.3x slower).
-    NaN pixels give NaN."""
-    outs = []
-    for i in range(u.shape[0]):  # V views, unrolled at trace time
-        Ki, di = K[i:i + 1], dist[i:i + 1]
-        fx, s_, cx, fy, cy = (Ki[:, a, b, None] for a, b in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2)))
-        yd = (v[i:i + 1] - cy) / fy
-        xd = (u[i:i + 1] - cx - s_ * yd) / fx
-        if u.dtype == torch.float64:
-            x, y, _ = _newton_undistort(xd.float(), yd.float(), di.float(), 2, 0.0, check=False)
-            outs.append(_newton_undistort(xd, yd, di, 1, 0.0, x.double(), y.double(), check=False))
-        else:
-            outs.append(_newton_undistort(xd, yd, di, 3, 0.0, check=False))
-    return tuple(torch.cat([o[k] for o in outs]) for k in range(3))
-
-
-def _k_moments(u: torch.Tensor, v: torch.Tensor, c: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor,
-               C: torch.Tensor, score_threshold: float, weighted: bool
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row weights w (V, N) (0 where the pixel is NaN or the score below the threshold), the 10
-    entries of ``A^T A`` (10, N) (:func:`_dlt_coefficients`, one GEMM) and view counts n (N,)."""
+# The compiled path: the same steps with a fixed number of iterations and no host sync, written
+# per view on flat (N,) tensors (views unrolled at trace time, the 10 moments as explicit sums
+# instead of the eager path's GEMM), so that torch.compile (inductor) fuses the whole chain
+# (undistortion, moments, closed-form eigenvector, reprojection error) into a few vectorised C++
+# loops over the points. With the GEMM in the graph inductor had to materialise the undistortion
+# around it; as four separate kernels this was 1.5x slower (reports/benchmarks/triangulation.md).
+def _row_weights(u: torch.Tensor, v: torch.Tensor, c: torch.Tensor | None, score_threshold: float,
+                 weighted: bool) -> torch.Tensor:
+    """DLT row weights (V, N): 0 where the pixel is NaN or the score (NaN compares False) below
+    the threshold, else the score (``weighted``) or 1."""
     ok = torch.isfinite(u) & torch.isfinite(v)
     if c is None:
-        w = ok.to(u.dtype)
-    else:
-        ok = ok & (c >= score_threshold)  # NaN scores compare False
-        w = torch.where(ok, c.clamp_min(0), 0.0) if weighted else ok.to(u.dtype)
-    used = w > 0
-    w2 = w * w
-    x, y = torch.where(used, x, 0.0), torch.where(used, y, 0.0)
-    m = C.T @ torch.cat([w2 * (x * x + y * y), w2 * x, w2 * y, w2])  # (10, 4V) @ (4V, N)
-    return w, m, used.sum(0)
+        return ok.to(u.dtype)
+    ok = ok & (c >= score_threshold)
+    return torch.where(ok, c.clamp_min(0), 0.0) if weighted else ok.to(u.dtype)
 
 
-def _k_solve(m: torch.Tensor, n: torch.Tensor, step: torch.Tensor, w: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """m (10, N), view counts n (N,) -> X (3, N) (NaN where n < 2) and ``redo`` (N,): the
-    closed-form eigenvector failed its residual test or a used view's last undistortion step
-    was above 1e-5 (the eager stopping rule); those are re-solved eagerly."""
-    X, resid, _ = _homogeneous_solve(m.unbind(0), 2)
-    solved = n >= 2
-    X = torch.where(solved, X.T, float("nan"))
-    return X, solved & (~(resid <= 1e-9) | ((step > 1e-5) & (w > 0)).any(0))
+def _camera_vector(cams: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """(V, 22) per camera: fx, skew, cx, fy, cy, k1, k2, p1, p2, k3, R (row-major), t."""
+    K, dist = cams["K"], cams["dist"]
+    return torch.cat([K[:, 0, :3], K[:, 1, 1:3], dist[:, :5], cams["R"].reshape(-1, 9), cams["t"]], 1).contiguous()
 
 
-def _k_reprojection(X: torch.Tensor, u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, n: torch.Tensor,
-                    K: torch.Tensor, dist: torch.Tensor, R: torch.Tensor, t: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """X (3, N) -> mean distorted-pixel reprojection error over the used views (N,) (NaN where X
-    is), and the used mask (V, N)."""
-    used = w > 0
-    e = _reprojection_vn(X.T, u, v, {"R": R, "t": t, "K": K, "dist": dist})
-    return torch.where(used, e, 0.0).sum(0) / n, used
+def _k_fused(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, cp: torch.Tensor, C: torch.Tensor
+             ) -> tuple[torch.Tensor, ...]:
+    """u, v, w (V, N) (pixels, row weights), cameras ``cp`` (V, 22) (:func:`_camera_vector`), DLT
+    coefficients C (V, 4, 10) (:func:`_dlt_coefficients`) -> X0, X1, X2 (N,) (NaN where fewer
+    than 2 views), the mean distorted-pixel reprojection error over the used views (N,) and
+    ``redo`` (N,): the closed-form eigenvector failed its residual test or a used view's last
+    undistortion step was above 1e-5 (the eager stopping rule); those are re-solved eagerly.
+    Undistortion as :func:`_undistort_vn`: 2 float32 + 1 float64 Newton steps from the
+    distorted point (to ~2e-13 over the whole image of the Panoptic and test rigs), 3 steps for
+    float32 input."""
+    m = [torch.zeros_like(u[0]) for _ in range(10)]
+    n = torch.zeros_like(u[0])
+    step = torch.zeros_like(u[0])
+    for i in range(u.shape[0]):  # views, unrolled at trace time
+        fx, s_, cx, fy, cy, k1, k2, p1, p2, k3 = (cp[i, k:k + 1] for k in range(10))
+        dist = torch.cat([k1, k2, p1, p2, k3])[None]
+        used = w[i] > 0
+        yd = (v[i] - cy) / fy
+        xd = (u[i] - cx - s_ * yd) / fx
+        if u.dtype == torch.float64:
+            x, y, _ = _newton_undistort(xd.float(), yd.float(), dist.float(), 2, 0.0, check=False)
+            x, y, st = _newton_undistort(xd, yd, dist, 1, 0.0, x.double(), y.double(), check=False)
+        else:
+            x, y, st = _newton_undistort(xd, yd, dist, 3, 0.0, check=False)
+        x, y = torch.where(used, x[0], 0.0), torch.where(used, y[0], 0.0)
+        w2 = w[i] * w[i]
+        f0, f1, f2 = w2 * (x * x + y * y), w2 * x, w2 * y
+        for e in range(10):
+            m[e] = m[e] + f0 * C[i, 0, e] + f1 * C[i, 1, e] + f2 * C[i, 2, e] + w2 * C[i, 3, e]
+        n = n + used.to(u.dtype)
+        step = torch.maximum(step, torch.where(used, st[0], 0.0))
+    X, resid, _ = _homogeneous_solve(m, 2)
+    ok = n >= 2
+    X0, X1, X2 = (torch.where(ok, c, float("nan")) for c in X.unbind(-1))
+    err = torch.zeros_like(n)
+    for i in range(u.shape[0]):
+        fx, s_, cx, fy, cy, k1, k2, p1, p2, k3 = (cp[i, k] for k in range(10))
+        R, t = [cp[i, 10 + k] for k in range(9)], [cp[i, 19 + k] for k in range(3)]
+        iz = 1 / (R[6] * X0 + R[7] * X1 + R[8] * X2 + t[2])
+        a = (R[0] * X0 + R[1] * X1 + R[2] * X2 + t[0]) * iz
+        b = (R[3] * X0 + R[4] * X1 + R[5] * X2 + t[1]) * iz
+        ab, aa, bb = a * b, a * a, b * b
+        r2 = aa + bb
+        rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        xd = a * rad + 2 * p1 * ab + p2 * (r2 + 2 * aa)
+        yd = b * rad + p1 * (r2 + 2 * bb) + 2 * p2 * ab
+        e = ((fx * xd + s_ * yd + cx - u[i]) ** 2 + (fy * yd + cy - v[i]) ** 2).sqrt()
+        err = err + torch.where(w[i] > 0, e, 0.0)
+    return X0, X1, X2, err / n, ok & (~(resid <= 1e-9) | (step > 1e-5))
 
 
-_KERNELS = (_k_undistort, _k_moments, _k_solve, _k_reprojection)
-_compiled_kernels: tuple | None = None
+_compiled_fused = None
 
 
 def _dlt_compiled(pts: torch.Tensor, scores: torch.Tensor | None, cams: Mapping[str, torch.Tensor],
                   score_threshold: float, weighted: bool
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_triangulate_dlt_fast` through ``torch.compile`` d kernels (compiled once per process
-    and input signature, cached on disk by inductor). Joints whose fixed-count undistortion did
-    not converge (last step > 1e-5, the eager stopping rule) or whose closed-form eigenvector
-    failed its residual test are solved again by the eager path: results equal to ~1e-13."""
-    global _compiled_kernels
-    if _compiled_kernels is None:
-        _compiled_kernels = tuple(torch.compile(k, dynamic=True) for k in _KERNELS)
-    undistort, moments, solve, reprojection = _compiled_kernels
+    """:func:`_triangulate_dlt_fast` through the ``torch.compile`` d :func:`_k_fused` (compiled
+    once per process and number of views, cached on disk by inductor). Joints whose fixed-count
+    undistortion did not converge or whose closed-form eigenvector failed its residual test are
+    solved again by the eager path: results equal to ~1e-13."""
+    global _compiled_fused
+    if _compiled_fused is None:
+        _compiled_fused = torch.compile(_k_fused, dynamic=True)
     N, V, J, _ = pts.shape
-    # one copy into the contiguous (coord, V, points) layout: strided inputs de-vectorise the kernels
+    # one copy into the contiguous (coord, V, points) layout: strided inputs de-vectorise the kernel
     uv = pts.permute(3, 1, 0, 2).reshape(2, V, N * J).contiguous()
     u, v = uv[0], uv[1]
     sc = scores.permute(1, 0, 2).reshape(V, N * J).contiguous() if scores is not None else None
-    K, dist, R, t = cams["K"], cams["dist"], cams["R"], cams["t"]
-    f = (K[:, 0, 0] + K[:, 1, 1]) / 2
-    x, y, step = undistort(u, v, K, dist)
-    w, m, n = moments(u, v, sc, x, y, _dlt_coefficients(R, t, f), float(score_threshold), bool(weighted))
-    X, redo = solve(m, n, step, w)
-    rep, used = reprojection(X, u, v, w, n, K, dist, R, t)
-    X = X.T
+    w = _row_weights(u, v, sc, float(score_threshold), bool(weighted))
+    f = (cams["K"][:, 0, 0] + cams["K"][:, 1, 1]) / 2
+    C = _dlt_coefficients(cams["R"], cams["t"], f).reshape(4, V, 10).transpose(0, 1).contiguous()
+    X0, X1, X2, rep, redo = _compiled_fused(u, v, w, _camera_vector(cams).to(u.dtype), C.to(u.dtype))
+    X = torch.stack([X0, X1, X2], -1)
     if bool(redo.any()):
         idx = redo.nonzero().squeeze(-1)
         sub = uv[:, :, idx].permute(2, 1, 0).unsqueeze(-2)  # (n, V, 1, 2)
         ssub = sc[:, idx].T.unsqueeze(-1) if sc is not None else None
         Xr, rr, _ = _triangulate_dlt_fast(sub, ssub, cams, score_threshold, weighted)
-        X, rep = X.clone(), rep.clone()
+        rep = rep.clone()
         X[idx], rep[idx] = Xr[:, 0], rr[:, 0]
-    return X.reshape(N, J, 3), rep.reshape(N, J), used.reshape(V, N, J).permute(1, 0, 2)
+    return X.reshape(N, J, 3), rep.reshape(N, J), (w > 0).reshape(V, N, J).permute(1, 0, 2)
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -86,8 +86,8 @@ def loso(args) -> str:
     lines = ["| held-out subject | model | frames | P1 all-17 (mm) | P2 all-17 (mm) | P1 13 reliable (mm) | P2 13 reliable (mm) | time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for model in args.models:
-        sec = {"martinez": P.Martinez, "temporal": P.Temporal, "repnet": P.RepNet}[model]
-        p = dataclasses.replace(sec(), epochs=args.epochs, train_stride=args.stride)
+        p = P.load(model, args.params)  # the model's params.yaml section; --epochs overrides
+        p = dataclasses.replace(p, epochs=args.epochs or p.epochs, train_stride=args.stride)
         for held in subjects:
             with tempfile.TemporaryDirectory() as tmp:
                 mocap, cams = real_mocap_dataset(Path(args.npz), Path(tmp), [held])

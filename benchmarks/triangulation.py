@@ -9,8 +9,8 @@
    (unbiased estimators, independent pixel noise). Reports RMS error / sqrt(mean bound).
 2. Outliers: each observation replaced with probability 0.2 by a uniform random pixel;
    RANSAC's error against the outlier-free DLT error.
-3. Speed: joints/s of pose3d's batched DLT (eager, and ``compiled=True``: torch.compile'd
-   kernels) vs aniposelib's CameraGroup.triangulate on the same points in the same process,
+3. Speed: joints/s of pose3d's batched DLT (eager, and ``compiled=True``: the native C++
+   kernel, and its torch.compile'd fallback) vs aniposelib's CameraGroup.triangulate on the same points in the same process,
    interleaved rounds (aniposelib only in the benchmark venv, see TOOLCHAIN/README).
 """
 
@@ -45,6 +45,15 @@ def pick(cams, idx):
 
 def observe(X, cams):
     return _project_with_jacobian(X, cams)
+
+
+def _without_native(f):
+    """Run f with the native DLT kernel unavailable (the torch.compile fallback)."""
+    from unittest import mock
+
+    from pose3d.geometry import native
+    with mock.patch.object(native, "load", lambda: None):
+        return f()
 
 
 def main():
@@ -149,7 +158,8 @@ def main():
                  for v in range(len(idx))]
         group = CameraGroup(acams)
         pts = uvn.numpy()  # (C, N, 2)
-        inp = uvn.transpose(0, 1).unsqueeze(-2)  # (N, V, 1, 2): the same points
+        # (N, V, 1, 2): the same points, contiguous in pose3d's layout as pts is in aniposelib's
+        inp = uvn.transpose(0, 1).unsqueeze(-2).contiguous()
 
         # interleaved rounds (one call of each method per round, best round kept per method), so
         # that a change of the shared machine's load hits all methods alike
@@ -157,11 +167,13 @@ def main():
             "aniposelib": lambda: group.triangulate(pts, undistort=True),
             "eager": lambda: triangulate(inp, cams).points_3d[:, 0],
             "compiled": lambda: triangulate(inp, cams, compiled=True).points_3d[:, 0],
+            "inductor": lambda: _without_native(lambda: triangulate(inp, cams, compiled=True).points_3d[:, 0]),
             "lm": lambda: triangulate(inp, cams, refine=True).points_3d[:, 0],
             "lm_compiled": lambda: triangulate(inp, cams, refine=True, compiled=True).points_3d[:, 0],
         }
         t0 = time.perf_counter()
         triangulate(inp[:1000], cams, refine=True, compiled=True)  # torch.compile (inductor disk cache may be warm)
+        _without_native(lambda: triangulate(inp[:1000], cams, compiled=True))
         t_compile = time.perf_counter() - t0
         load0 = os.getloadavg()[0]
         out = {k: f() for k, f in methods.items()}  # warm-up: numba JIT, allocator, compiled shapes
@@ -176,7 +188,8 @@ def main():
         ta = best["aniposelib"]
         names = {"aniposelib": "aniposelib CameraGroup.triangulate (undistort=True)",
                  "eager": "pose3d triangulate, weighted DLT, eager (incl. per-joint reprojection error)",
-                 "compiled": "pose3d triangulate(compiled=True), weighted DLT (incl. reprojection error)",
+                 "compiled": "pose3d triangulate(compiled=True): native C++ kernel, weighted DLT (incl. reprojection error)",
+                 "inductor": "pose3d triangulate(compiled=True) without the native kernel: torch.compile'd kernel",
                  "lm": "pose3d triangulate(refine=True), DLT + 10 LM iterations, eager",
                  "lm_compiled": "pose3d triangulate(refine=True, compiled=True), DLT + 10 LM iterations"}
         lines += ["", f"## Speed, {n} joints, 4 cameras, 2 px noise, {torch.get_num_threads()} torch thread(s), "
@@ -187,7 +200,7 @@ def main():
         for k in methods:
             diff = float(np.abs(np.asarray(out[k]) - out["eager"].numpy()).max() * 1000)
             lines.append(f"| {names[k]} | {n / best[k]:,.0f} | {ta / best[k]:.1f}x | {err[k]:.3f} | {diff:.2e} |")
-        lines += ["", f"torch.compile of the compiled path (first call in the process): {t_compile:.1f} s"]
+        lines += ["", f"Building the compiled paths (native kernel from its cache, torch.compile; first calls in the process): {t_compile:.1f} s"]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

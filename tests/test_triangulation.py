@@ -375,11 +375,17 @@ def test_ransac_pair_threshold_declines_loose_two_view_consensus():
 @pytest.mark.slow
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
                     reason="torch.compile's CPU backend needs a C++ compiler; none on PATH")
-def test_compiled_dlt_matches_eager():
-    """triangulate(compiled=True) (torch.compile'd kernels, fixed iteration counts) gives the
-    eager results: exact on noise-free views, same NaN/used pattern with missing views and low
-    scores, equal to ~1e-12 on noisy views; with refine=True the same LM result. Compiles on
-    first use (seconds to a minute per kernel)."""
+@pytest.mark.parametrize("backend", ["native", "inductor"])
+def test_compiled_dlt_matches_eager(backend, monkeypatch):
+    """triangulate(compiled=True) (the native C++ kernel, or the torch.compile'd one when that is
+    unavailable; fixed iteration counts) gives the eager results: exact on noise-free views,
+    same NaN/used pattern with missing views and low scores, equal to ~1e-12 on noisy views;
+    with refine=True the same LM result. Compiles on first use (seconds to a minute)."""
+    from pose3d.geometry import native
+    if backend == "inductor":
+        monkeypatch.setattr(native, "load", lambda: None)
+    else:
+        assert native.load() is not None
     cams, X = make_rig(), make_points((30, 17))
     g = torch.Generator().manual_seed(8)
     uv = observe(X, cams)
@@ -413,6 +419,47 @@ def test_compiled_dlt_matches_eager():
     b = triangulate(noisy, cams, scores, score_threshold=0.1, refine=True, compiled=True)
     assert torch.equal(a.points_3d.isnan(), b.points_3d.isnan())
     assert torch.allclose(a.points_3d, b.points_3d, atol=1e-8, rtol=0, equal_nan=True)
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="the native kernel needs a C++ compiler; none on PATH")
+def test_native_dlt_chunks_equal_one_call_and_build_errors(tmp_path, monkeypatch):
+    """The native kernel's threaded chunks give exactly the one-call result; a missing or
+    failing compiler gives an error that names it, and leaves no half-written library."""
+    from pose3d.geometry import native
+    from pose3d.geometry.triangulation import _camera_vector, _dlt_coefficients
+    cams = make_rig()
+    X = make_points((40, 17))
+    g = torch.Generator().manual_seed(3)
+    uv = observe(X, cams) + torch.randn(40, 4, 17, 2, generator=g, dtype=D)
+    u = uv[..., 0].permute(1, 0, 2).reshape(4, -1).contiguous()
+    v = uv[..., 1].permute(1, 0, 2).reshape(4, -1).contiguous()
+    u[1, ::7] = float("nan")
+    scores = torch.rand(u.shape, generator=g, dtype=D)
+    f = (cams["K"][:, 0, 0] + cams["K"][:, 1, 1]) / 2
+    C = _dlt_coefficients(cams["R"], cams["t"], f).reshape(4, 4, 10).transpose(0, 1).contiguous()
+    for sc in (None, scores):
+        one = native.dlt(u, v, sc, 0.3, True, _camera_vector(cams), C, threads=1)
+        three = native.dlt(u, v, sc, 0.3, True, _camera_vector(cams), C, threads=3, min_chunk=1)
+        for a, b in zip(one, three):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+        used = torch.isfinite(u) & (scores >= 0.3 if sc is not None else True)
+        assert torch.equal(one[5], used)
+        # the eager path on the same (N, V, J, 2) input
+        pts = torch.stack([u, v], -1).reshape(4, 40, 17, 2).transpose(0, 1)
+        ref = triangulate(pts, cams, sc.reshape(4, 40, 17).transpose(0, 1) if sc is not None else None,
+                          score_threshold=0.3)
+        torch.testing.assert_close(torch.stack(one[:3], -1), ref.points_3d.reshape(-1, 3), rtol=0, atol=1e-9,
+                                   equal_nan=True)
+        assert (one[0].isnan() == (used.sum(0) < 2)).all()
+        assert one[0].isnan().any() == (sc is not None)  # the scores leave some joints < 2 views
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        native.build(tmp_path)
+    monkeypatch.setattr(native, "compiler", lambda: shutil.which("false"))
+    with pytest.raises(RuntimeError, match="false.*failed"):
+        native.build(tmp_path)
+    assert not list(tmp_path.rglob("*.so"))
 
 
 def test_projection_jacobian_matches_projection_and_autograd():

@@ -34,6 +34,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from pose3d.geometry import native
 from pose3d.geometry.camera import Camera, project, stack_cameras, undistort_points
 from pose3d.geometry.shapes import check_shape
 
@@ -716,31 +717,43 @@ _compiled_fused = None
 def _dlt_compiled(pts: torch.Tensor, scores: torch.Tensor | None, cams: Mapping[str, torch.Tensor],
                   score_threshold: float, weighted: bool
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_triangulate_dlt_fast` through the ``torch.compile`` d :func:`_k_fused` (compiled
-    once per process and number of views, cached on disk by inductor). Joints whose fixed-count
+    """:func:`_triangulate_dlt_fast` as one fused pass per point: the native kernel
+    (:mod:`pose3d.geometry.native`, float64 on the CPU, built at first use) or else the
+    ``torch.compile`` d :func:`_k_fused` (float32, CUDA, or no working compiler; compiled once per
+    process and number of views, cached on disk by inductor). Joints whose fixed-count
     undistortion did not converge or whose closed-form eigenvector failed its residual test are
     solved again by the eager path: results equal to ~1e-13."""
     global _compiled_fused
-    if _compiled_fused is None:
-        _compiled_fused = torch.compile(_k_fused, dynamic=True)
     N, V, J, _ = pts.shape
     # one copy into the contiguous (coord, V, points) layout: strided inputs de-vectorise the kernel
-    uv = pts.permute(3, 1, 0, 2).reshape(2, V, N * J).contiguous()
-    u, v = uv[0], uv[1]
+    use_native = (pts.dtype == torch.float64 and pts.device.type == "cpu" and V <= native.MAX_VIEWS
+                  and native.load() is not None)
+    if use_native:
+        u, v = native.split_pixels(pts)
+    else:
+        uv = pts.permute(3, 1, 0, 2).reshape(2, V, N * J).contiguous()
+        u, v = uv[0], uv[1]
     sc = scores.permute(1, 0, 2).reshape(V, N * J).contiguous() if scores is not None else None
-    w = _row_weights(u, v, sc, float(score_threshold), bool(weighted))
     f = (cams["K"][:, 0, 0] + cams["K"][:, 1, 1]) / 2
     C = _dlt_coefficients(cams["R"], cams["t"], f).reshape(4, V, 10).transpose(0, 1).contiguous()
-    X0, X1, X2, rep, redo = _compiled_fused(u, v, w, _camera_vector(cams).to(u.dtype), C.to(u.dtype))
+    cp, C = _camera_vector(cams).to(u.dtype), C.to(u.dtype)
+    if use_native:
+        X0, X1, X2, rep, redo, used = native.dlt(u, v, sc, float(score_threshold), bool(weighted), cp, C)
+    else:
+        if _compiled_fused is None:
+            _compiled_fused = torch.compile(_k_fused, dynamic=True)
+        w = _row_weights(u, v, sc, float(score_threshold), bool(weighted))
+        X0, X1, X2, rep, redo = _compiled_fused(u, v, w, cp, C)
+        used = w > 0
     X = torch.stack([X0, X1, X2], -1)
     if bool(redo.any()):
         idx = redo.nonzero().squeeze(-1)
-        sub = uv[:, :, idx].permute(2, 1, 0).unsqueeze(-2)  # (n, V, 1, 2)
+        sub = torch.stack([u[:, idx], v[:, idx]], -1).transpose(0, 1).unsqueeze(-2)  # (n, V, 1, 2)
         ssub = sc[:, idx].T.unsqueeze(-1) if sc is not None else None
         Xr, rr, _ = _triangulate_dlt_fast(sub, ssub, cams, score_threshold, weighted)
         rep = rep.clone()
         X[idx], rep[idx] = Xr[:, 0], rr[:, 0]
-    return X.reshape(N, J, 3), rep.reshape(N, J), (w > 0).reshape(V, N, J).permute(1, 0, 2)
+    return X.reshape(N, J, 3), rep.reshape(N, J), used.reshape(V, N, J).permute(1, 0, 2)
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -784,11 +797,12 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
     ``points_px``' device and dtype (float64 recommended); batches of more than
     ``chunk_points`` frames x joints are processed in chunks to bound memory.
 
-    ``compiled``: run the DLT path (``method="dlt"``) as four kernels fused by ``torch.compile``
-    (inductor, needs a C++ compiler) and each LM iteration (``refine``, both methods) as one:
-    ~4-5x (DLT) and ~6x (LM) faster than eager on 50k joints, same results to ~1e-12 (DLT) and
-    identical LM steps, but the first call in a process compiles (~10 s with inductor's on-disk
-    cache, about a minute without), so it pays off for millions of joints, not for one clip.
+    ``compiled``: run the DLT (``method="dlt"`` and RANSAC's refits) as one fused pass per point
+    -- float64 on the CPU: a C++ kernel built at first use (:mod:`pose3d.geometry.native`, ~1-2 s,
+    cached); otherwise, or if that cannot be built, a ``torch.compile`` d kernel -- and each LM
+    iteration (``refine``) as one ``torch.compile`` d graph. Both need a C++ compiler. Results
+    equal eager to ~1e-12 (DLT) with identical LM steps; torch.compile's first call in a process
+    takes ~10 s with inductor's on-disk cache, about a minute without.
     """
     cams = camera_tensors(cameras, dtype=points_px.dtype, device=points_px.device)
     _check_views(points_px, cams["K"].shape[0], "points_px")
@@ -816,7 +830,7 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
     if method == "dlt" and not refine:  # fast path: (V, points) layout, GEMM + closed form
         fast = _dlt_compiled if compiled else _triangulate_dlt_fast
         X, rep, used = fast(pts, sc, cams, score_threshold, weighted)
-        if not bool((used.sum(-2) >= 2).any()):
+        if not bool(torch.isfinite(X[..., 0]).any()):  # X is NaN exactly where < 2 views are used
             raise no_views()
         return Triangulation(points_3d=X.reshape(*lead, J, 3), reprojection_error_px=rep.reshape(*lead, J),
                              used=used.reshape(*lead, V, J))

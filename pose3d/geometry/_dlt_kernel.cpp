@@ -32,7 +32,7 @@ static void tri_t(int Vrt, int64_t N, int64_t ld, const double* __restrict u, co
 #pragma GCC unroll 16
     for (int i = 0; i < V; ++i) {
       const double* c = cp + 22 * i;
-      double fx = c[0], s_ = c[1], cx = c[2], fy = c[3], cy = c[4], k1 = c[5], k2 = c[6], p1 = c[7], p2 = c[8], k3 = c[9];
+      double s_ = c[1], cx = c[2], cy = c[4], k1 = c[5], k2 = c[6], p1 = c[7], p2 = c[8], k3 = c[9];
       double ui = u[i * ld + j], vi = v[i * ld + j];
       bool ok = std::isfinite(ui) && std::isfinite(vi);
       double si = SC ? sc[i * ld + j] : 1.0;

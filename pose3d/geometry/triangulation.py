@@ -486,23 +486,38 @@ def _dlt_vn(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, C: torch.Tensor, 
     return torch.where((n >= min_views).unsqueeze(-1), X, torch.full_like(X, float("nan")))
 
 
-def _reprojection_vn(X: torch.Tensor, u: torch.Tensor, v: torch.Tensor, cams: Mapping[str, torch.Tensor]
-                     ) -> torch.Tensor:
-    """X (N, 3) world, observed distorted pixels u, v (V, N) -> pixel distances (V, N)."""
+def _camera_params_vn(cams: Mapping[str, torch.Tensor]) -> tuple[list, list, list]:
+    """Per-view camera parameters as (V, 1) columns for :func:`_project_vn`: R (9, row-major),
+    t (3) and (fx, skew, cx, fy, cy, k1, k2, p1, p2, k3)."""
     R, t, K, dist = cams["R"], cams["t"], cams["K"], cams["dist"]
-    X0, X1, X2 = X[:, 0], X[:, 1], X[:, 2]
-    xc = [R[:, r, 0, None] * X0 + R[:, r, 1, None] * X1 + R[:, r, 2, None] * X2 + t[:, r, None] for r in range(3)]
-    iz = 1 / xc[2]
-    a, b = xc[0] * iz, xc[1] * iz
-    k1, k2, p1, p2, k3 = (dist[:, i, None] for i in range(5))
-    ab = a * b
-    aa, bb = a * a, b * b
+    return ([R[:, r, c, None] for r in range(3) for c in range(3)], [t[:, r, None] for r in range(3)],
+            [K[:, i, j, None] for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2))]
+            + [dist[:, i, None] for i in range(5)])
+
+
+def _project_vn(X0, X1, X2, R: Sequence, t: Sequence, k: Sequence) -> tuple[torch.Tensor, ...]:
+    """World coordinates X0, X1, X2 -> distorted pixels pu, pv through ``x_c = R X + t``, the
+    perspective division and OpenCV's radial-tangential model (H&Z 6.1 + Brown-Conrady), plus
+    the intermediates the Jacobian needs: a, b (normalised), 1/z_c, r^2 and the radial factor.
+    R (9, row-major), t (3), k = (fx, skew, cx, fy, cy, k1, k2, p1, p2, k3): anything that
+    broadcasts against X (the (V, 1) columns of :func:`_camera_params_vn`, or one view's scalars
+    in the compiled kernel)."""
+    fx, s_, cx, fy, cy, k1, k2, p1, p2, k3 = k
+    iz = 1 / (R[6] * X0 + R[7] * X1 + R[8] * X2 + t[2])
+    a = (R[0] * X0 + R[1] * X1 + R[2] * X2 + t[0]) * iz
+    b = (R[3] * X0 + R[4] * X1 + R[5] * X2 + t[1]) * iz
+    aa, bb, ab = a * a, b * b, a * b
     r2 = aa + bb
     rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
     xd = a * rad + 2 * p1 * ab + p2 * (r2 + 2 * aa)
     yd = b * rad + p1 * (r2 + 2 * bb) + 2 * p2 * ab
-    pu = K[:, 0, 0, None] * xd + K[:, 0, 1, None] * yd + K[:, 0, 2, None]
-    pv = K[:, 1, 1, None] * yd + K[:, 1, 2, None]
+    return fx * xd + s_ * yd + cx, fy * yd + cy, a, b, iz, r2, rad
+
+
+def _reprojection_vn(X: torch.Tensor, u: torch.Tensor, v: torch.Tensor, cams: Mapping[str, torch.Tensor]
+                     ) -> torch.Tensor:
+    """X (N, 3) world, observed distorted pixels u, v (V, N) -> pixel distances (V, N)."""
+    pu, pv, *_ = _project_vn(X[:, 0], X[:, 1], X[:, 2], *_camera_params_vn(cams))
     return ((pu - u) ** 2 + (pv - v) ** 2).sqrt()
 
 
@@ -510,19 +525,11 @@ def _project_jacobian_vn(X0: torch.Tensor, X1: torch.Tensor, X2: torch.Tensor, c
                          ) -> tuple[torch.Tensor, ...]:
     """World points (N,) x 3 -> distorted pixels pu, pv (V, N) and their derivatives w.r.t. X,
     ``ju0..ju2``, ``jv0..jv2`` (V, N) each: :func:`_project_with_jacobian` in the (V, N) layout."""
-    R, t, K, dist = cams["R"], cams["t"], cams["K"], cams["dist"]
-    xc = [R[:, r, 0, None] * X0 + R[:, r, 1, None] * X1 + R[:, r, 2, None] * X2 + t[:, r, None] for r in range(3)]
-    iz = 1 / xc[2]
-    a, b = xc[0] * iz, xc[1] * iz
-    k1, k2, p1, p2, k3 = (dist[:, i, None] for i in range(5))
-    fx, s_, cx, fy, cy = (K[:, i, j, None] for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2)))
+    R, t, k = _camera_params_vn(cams)
+    fx, s_, cx, fy, cy, k1, k2, p1, p2, k3 = k
+    pu, pv, a, b, iz, r2, rad = _project_vn(X0, X1, X2, R, t, k)
     aa, bb, ab = a * a, b * b, a * b
-    r2 = aa + bb
-    rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
     drad = 2 * (k1 + r2 * (2 * k2 + 3 * k3 * r2))
-    xd = a * rad + 2 * p1 * ab + p2 * (r2 + 2 * aa)
-    yd = b * rad + p1 * (r2 + 2 * bb) + 2 * p2 * ab
-    pu, pv = fx * xd + s_ * yd + cx, fy * yd + cy
     # d(xd, yd)/d(a, b), then pixel <- distorted normalised, then d(a, b)/d x_c, then R
     d00 = rad + aa * drad + 2 * p1 * b + 6 * p2 * a
     d01 = ab * drad + 2 * p1 * a + 2 * p2 * b
@@ -530,8 +537,8 @@ def _project_jacobian_vn(X0: torch.Tensor, X1: torch.Tensor, X2: torch.Tensor, c
     m00, m01, m10, m11 = (fx * d00 + s_ * d01) * iz, (fx * d01 + s_ * d11) * iz, fy * d01 * iz, fy * d11 * iz
     cu = -(m00 * a + m01 * b)  # d/d z_c
     cv = -(m10 * a + m11 * b)
-    ju = [m00 * R[:, 0, k, None] + m01 * R[:, 1, k, None] + cu * R[:, 2, k, None] for k in range(3)]
-    jv = [m10 * R[:, 0, k, None] + m11 * R[:, 1, k, None] + cv * R[:, 2, k, None] for k in range(3)]
+    ju = [m00 * R[c] + m01 * R[3 + c] + cu * R[6 + c] for c in range(3)]
+    jv = [m10 * R[c] + m11 * R[3 + c] + cv * R[6 + c] for c in range(3)]
     return (pu, pv, *ju, *jv)
 
 
@@ -696,17 +703,9 @@ def _k_fused(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor, cp: torch.Tensor
     X0, X1, X2 = (torch.where(ok, c, float("nan")) for c in X.unbind(-1))
     err = torch.zeros_like(n)
     for i in range(u.shape[0]):
-        fx, s_, cx, fy, cy, k1, k2, p1, p2, k3 = (cp[i, k] for k in range(10))
-        R, t = [cp[i, 10 + k] for k in range(9)], [cp[i, 19 + k] for k in range(3)]
-        iz = 1 / (R[6] * X0 + R[7] * X1 + R[8] * X2 + t[2])
-        a = (R[0] * X0 + R[1] * X1 + R[2] * X2 + t[0]) * iz
-        b = (R[3] * X0 + R[4] * X1 + R[5] * X2 + t[1]) * iz
-        ab, aa, bb = a * b, a * a, b * b
-        r2 = aa + bb
-        rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-        xd = a * rad + 2 * p1 * ab + p2 * (r2 + 2 * aa)
-        yd = b * rad + p1 * (r2 + 2 * bb) + 2 * p2 * ab
-        e = ((fx * xd + s_ * yd + cx - u[i]) ** 2 + (fy * yd + cy - v[i]) ** 2).sqrt()
+        pu, pv, *_ = _project_vn(X0, X1, X2, [cp[i, 10 + k] for k in range(9)], [cp[i, 19 + k] for k in range(3)],
+                                 [cp[i, k] for k in range(10)])
+        e = ((pu - u[i]) ** 2 + (pv - v[i]) ** 2).sqrt()
         err = err + torch.where(w[i] > 0, e, 0.0)
     return X0, X1, X2, err / n, ok & (~(resid <= 1e-9) | (step > 1e-5))
 
@@ -797,7 +796,7 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
     ``points_px``' device and dtype (float64 recommended); batches of more than
     ``chunk_points`` frames x joints are processed in chunks to bound memory.
 
-    ``compiled``: run the DLT (``method="dlt"`` and RANSAC's refits) as one fused pass per point
+    ``compiled``: run the DLT of ``method="dlt"`` (with or without ``refine``) as one fused pass per point
     -- float64 on the CPU: a C++ kernel built at first use (:mod:`pose3d.geometry.native`, ~1-2 s,
     cached); otherwise, or if that cannot be built, a ``torch.compile`` d kernel -- and each LM
     iteration (``refine``) as one ``torch.compile`` d graph. Both need a C++ compiler. Results

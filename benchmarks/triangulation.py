@@ -52,7 +52,7 @@ def _without_native(f):
     from unittest import mock
 
     from pose3d.geometry import native
-    with mock.patch.object(native, "load", lambda: None):
+    with mock.patch.object(native, "load", lambda views: None):
         return f()
 
 

@@ -1,35 +1,66 @@
 // Calibrated weighted DLT for many points in one pass per point: undistortion (3 Newton steps on
-// OpenCV's radial-tangential model), the 10 moments of A^T A, the closed-form smallest
+// OpenCV's radial-tangential model, 2 in float and 1 in double), the 10 moments of A^T A, the closed-form smallest
 // eigenvector (inverse iteration by block elimination) and the mean reprojection error. The same
 // steps as pose3d.geometry.triangulation._k_fused, written as one loop over points that the
-// compiler vectorises (SoA inputs, views unrolled by template). Built at first use by
-// pose3d.geometry.native (g++ -O3 -march=native); loaded with ctypes.
+// compiler vectorises (SoA tiles; the number of views fixed per library, so the view loops
+// unroll). Built at first use per number of views by pose3d.geometry.native (g++ -O3
+// -march=native -DPOSE3D_VIEWS=V); loaded with ctypes. Entry point:
+// pose3d_triangulate (end of file), which reads and writes triangulate()'s own layouts.
 //
-// u, v: V rows of stride ld >= N, distorted pixels (NaN = missing); sc: scores in the same layout
-// or null; a view is used where u, v are finite and (without scores, or) score >= thr; its DLT
-// row weight is the score (weighted, clamped at 0) or 1, written to w_out (V rows of stride ld; 0 =
-// unused; a double array: a byte store there stops gcc from vectorising the loop)
-// cp: V x 22 (fx, skew, cx, fy, cy, k1, k2, p1, p2, k3, R row-major, t); C: V x 4 x 10
-// out: X0, X1, X2, rep (N), redo (N) = eigen-residual test failed or last Newton step > 1e-5
+// tri_t on one SoA tile -- u, v: V rows of stride ld >= N, distorted pixels (NaN = missing); sc:
+// scores in the same layout or null; a view is used where u, v are finite and (without scores,
+// or) score >= thr; its DLT row weight is the score (weighted, clamped at 0) or 1, written to
+// w_out (V rows of stride ld; 0 = unused; a double array: a byte store there stops gcc from
+// vectorising the loop). cp: V x 22 (fx, skew, cx, fy, cy, k1, k2, p1, p2, k3, R row-major, t);
+// C: V x 4 x 10 (the DLT coefficients, from cp). out: X0, X1, X2, rep (N), redo (N) = eigen-residual test failed or last Newton
+// step > 1e-5.
 #include <cmath>
 #include <cstdint>
+#include <new>
 
-constexpr int MAX_VIEWS = 64;
+#ifndef POSE3D_VIEWS
+#error "build with -DPOSE3D_VIEWS=<number of views>"
+#endif
+constexpr int V = POSE3D_VIEWS;  // fixed per library: the view loops unroll, the point loop vectorises
+// at most 8 views, unrolled fully (31 views took 8 min to compile; a runtime view loop ran 5x slower)
+#if POSE3D_VIEWS <= 8
+#define VIEW_LOOP _Pragma("GCC unroll 8")
+#else
+#error "at most 8 views (pose3d.geometry.native.MAX_VIEWS)"
+#endif
 
-template <int VT, bool SC>
-static void tri_t(int Vrt, int64_t N, int64_t ld, const double* __restrict u, const double* __restrict v,
+// One Newton step on OpenCV's radial-tangential model: (x, y) -> the undistorted point whose
+// distortion is (xd, yd); returns |dx| + |dy|.
+template <typename T>
+static inline T newton_step(T& x, T& y, T xd, T yd, T k1, T k2, T p1, T p2, T k3) {
+  T xx = x * x, yy = y * y, xy = x * y, r2 = xx + yy;
+  T rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
+  T drad = 2 * k1 + r2 * (4 * k2 + r2 * 6 * k3);
+  T ex = x * rad + 2 * p1 * xy + p2 * (r2 + 2 * xx) - xd;
+  T ey = y * rad + 2 * p2 * xy + p1 * (r2 + 2 * yy) - yd;
+  T j00 = rad + xx * drad + 2 * p1 * y + 6 * p2 * x;
+  T j01 = xy * drad + 2 * p1 * x + 2 * p2 * y;
+  T j11 = rad + yy * drad + 6 * p1 * y + 2 * p2 * x;
+  T idet = 1 / (j00 * j11 - j01 * j01);
+  T dx = (j11 * ex - j01 * ey) * idet, dy = (j00 * ey - j01 * ex) * idet;
+  x -= dx; y -= dy;
+  return std::fabs(dx) + std::fabs(dy);
+}
+
+// noinline: inlined into the tile loop it ran ~6 % slower (gcc 12)
+template <bool SC>
+__attribute__((noinline)) static void tri_t(int64_t N, int64_t ld, const double* __restrict u, const double* __restrict v,
                   const double* __restrict sc, double thr, int weighted, double* __restrict w_out,
                   const double* __restrict cp, const double* __restrict C,
                   double* __restrict X0, double* __restrict X1, double* __restrict X2,
                   double* __restrict rep, uint8_t* __restrict redo) {
-  const int V = VT > 0 ? VT : Vrt;
-  double ifx[VT > 0 ? VT : MAX_VIEWS], ify[VT > 0 ? VT : MAX_VIEWS];  // reciprocal focal lengths
+  double ifx[V], ify[V];  // reciprocal focal lengths
   for (int i = 0; i < V; ++i) { ifx[i] = 1 / cp[22 * i]; ify[i] = 1 / cp[22 * i + 3]; }
 #pragma omp simd
   for (int64_t j = 0; j < N; ++j) {
     double m[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     double n = 0, step = 0;
-#pragma GCC unroll 16
+VIEW_LOOP
     for (int i = 0; i < V; ++i) {
       const double* c = cp + 22 * i;
       double s_ = c[1], cx = c[2], cy = c[4], k1 = c[5], k2 = c[6], p1 = c[7], p2 = c[8], k3 = c[9];
@@ -43,21 +74,13 @@ static void tri_t(int Vrt, int64_t N, int64_t ld, const double* __restrict u, co
       double yd = (vi - cy) * ify[i];
       double xd = (ui - cx - s_ * yd) * ifx[i];
       yd = used ? yd : 0.0; xd = used ? xd : 0.0;
-      double x = xd, y = yd, st = 0;
+      // 2 float steps (16 lanes, cheaper divisions), then 1 double step: error ~(float eps)^2
+      float xf = (float)xd, yf = (float)yd;
+      const float xdf = xf, ydf = yf;
 #pragma GCC unroll 4
-      for (int it = 0; it < 3; ++it) {
-        double xx = x * x, yy = y * y, xy = x * y, r2 = xx + yy;
-        double rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
-        double drad = 2 * k1 + r2 * (4 * k2 + r2 * 6 * k3);
-        double ex = x * rad + 2 * p1 * xy + p2 * (r2 + 2 * xx) - xd;
-        double ey = y * rad + 2 * p2 * xy + p1 * (r2 + 2 * yy) - yd;
-        double j00 = rad + xx * drad + 2 * p1 * y + 6 * p2 * x;
-        double j01 = xy * drad + 2 * p1 * x + 2 * p2 * y;
-        double j11 = rad + yy * drad + 6 * p1 * y + 2 * p2 * x;
-        double idet = 1 / (j00 * j11 - j01 * j01);
-        double dx = (j11 * ex - j01 * ey) * idet, dy = (j00 * ey - j01 * ex) * idet;
-        x -= dx; y -= dy; st = std::fabs(dx) + std::fabs(dy);
-      }
+      for (int it = 0; it < 2; ++it) newton_step<float>(xf, yf, xdf, ydf, k1, k2, p1, p2, k3);
+      double x = xf, y = yf;
+      double st = newton_step<double>(x, y, xd, yd, k1, k2, p1, p2, k3);
       double w2 = used ? wi * wi : 0.0;
       double f0 = w2 * (x * x + y * y), f1 = w2 * x, f2 = w2 * y;
       const double* Ci = C + 40 * i;
@@ -92,7 +115,7 @@ static void tri_t(int Vrt, int64_t N, int64_t ld, const double* __restrict u, co
     double nan = std::nan("");
     x0 = ok ? x0 : nan; x1 = ok ? x1 : nan; x2 = ok ? x2 : nan;
     double err = 0;
-#pragma GCC unroll 16
+VIEW_LOOP
     for (int i = 0; i < V; ++i) {
       const double* c = cp + 22 * i;
       double fx = c[0], s_ = c[1], cx = c[2], fy = c[3], cy = c[4], k1 = c[5], k2 = c[6], p1 = c[7], p2 = c[8], k3 = c[9];
@@ -109,47 +132,102 @@ static void tri_t(int Vrt, int64_t N, int64_t ld, const double* __restrict u, co
     redo[j] = ok && (!(r <= 1e-9) || step > 1e-5);
   }
 }
-template <bool SC>
-static void dispatch(int V, int64_t N, int64_t ld, const double* u, const double* v, const double* sc,
-                     double thr, int weighted, double* w_out, const double* cp, const double* C,
-                     double* X0, double* X1, double* X2, double* rep, uint8_t* redo) {
-  switch (V) {
-    case 2: tri_t<2, SC>(V, N, ld, u, v, sc, thr, weighted, w_out, cp, C, X0, X1, X2, rep, redo); break;
-    case 3: tri_t<3, SC>(V, N, ld, u, v, sc, thr, weighted, w_out, cp, C, X0, X1, X2, rep, redo); break;
-    case 4: tri_t<4, SC>(V, N, ld, u, v, sc, thr, weighted, w_out, cp, C, X0, X1, X2, rep, redo); break;
-    case 5: tri_t<5, SC>(V, N, ld, u, v, sc, thr, weighted, w_out, cp, C, X0, X1, X2, rep, redo); break;
-    case 6: tri_t<6, SC>(V, N, ld, u, v, sc, thr, weighted, w_out, cp, C, X0, X1, X2, rep, redo); break;
-    case 8: tri_t<8, SC>(V, N, ld, u, v, sc, thr, weighted, w_out, cp, C, X0, X1, X2, rep, redo); break;
-    default: tri_t<0, SC>(V, N, ld, u, v, sc, thr, weighted, w_out, cp, C, X0, X1, X2, rep, redo); break;
-  }
-}
+// points per tile: the SoA copies of a tile stay in L1 (V = 4: 256 points, 24 KiB)
+constexpr int64_t TILE = V <= 4 ? 256 : (1024 / V < 32 ? 32 : 1024 / V / 16 * 16);
 
-extern "C" int pose3d_dlt(int V, int64_t N, int64_t ld, const double* u, const double* v, const double* sc,
-                          double thr, int weighted, double* w_out,
-                          const double* cp, const double* C, double* X0, double* X1, double* X2,
-                          double* rep, uint8_t* redo) {
-  if (V < 1 || V > MAX_VIEWS) return -1;
-  if (sc)
-    dispatch<true>(V, N, ld, u, v, sc, thr, weighted, w_out, cp, C, X0, X1, X2, rep, redo);
-  else
-    dispatch<false>(V, N, ld, u, v, sc, thr, weighted, w_out, cp, C, X0, X1, X2, rep, redo);
-  return 0;
-}
-
-// (Nf, V, J, 2) pixels -> u, v (V, Nf * J): the kernel's layout, in one pass (torch's permuted
-// copy of the same is ~3x slower).
-extern "C" int pose3d_split(int64_t Nf, int V, int64_t J, const double* __restrict pts,
-                            double* __restrict u, double* __restrict v) {
-  const int64_t NJ = Nf * J;
-  for (int64_t n = 0; n < Nf; ++n)
-    for (int i = 0; i < V; ++i) {
-      const double* src = pts + ((n * V + i) * J) * 2;
-      double* du = u + i * NJ + n * J;
-      double* dv = v + i * NJ + n * J;
-      for (int64_t jj = 0; jj < J; ++jj) {
-        du[jj] = src[2 * jj];
-        dv[jj] = src[2 * jj + 1];
-      }
+// The whole DLT on triangulate()'s own layout, points [p0, p1) of the flat (frame, joint) index:
+// pts (Nf, V, J, 2) distorted pixels, sc (Nf, V, J) scores or null -> X (Nf * J, 3), rep (Nf * J),
+// used (Nf, V, J) (1 = view used), redo (Nf * J) as tri_t; counts[0] += joints with >= 2 views,
+// counts[1] += joints to redo. Per tile: gather into SoA, tri_t, scatter back (no full-size
+// intermediate arrays, so the layout changes cost L1 traffic only).
+extern "C" int pose3d_triangulate(int views, int64_t J, int64_t p0, int64_t p1, const double* pts, const double* sc,
+                                  double thr, int weighted, const double* cp,
+                                  double* X, double* rep, uint8_t* used, uint8_t* redo, int64_t* counts) {
+  if (views != V || J < 1) return -1;
+  // the DLT coefficients (as triangulation._dlt_coefficients): with P = [R | t] and f = (fx + fy) / 2,
+  // f^2 times p3 p3^T, -(p3 p1^T + p1 p3^T), -(p3 p2^T + p2 p3^T), p1 p1^T + p2 p2^T, upper triangles
+  double C[V * 40];
+  for (int i = 0; i < V; ++i) {
+    const double* c = cp + 22 * i;
+    double P[3][4], f = (c[0] + c[3]) / 2, f2 = f * f;
+    for (int r = 0; r < 3; ++r) {
+      for (int k = 0; k < 3; ++k) P[r][k] = c[10 + 3 * r + k];
+      P[r][3] = c[19 + r];
     }
+    int e = 0;
+    for (int a = 0; a < 4; ++a)
+      for (int b = a; b < 4; ++b, ++e) {
+        C[40 * i + e] = f2 * P[2][a] * P[2][b];
+        C[40 * i + 10 + e] = -f2 * (P[2][a] * P[0][b] + P[0][a] * P[2][b]);
+        C[40 * i + 20 + e] = -f2 * (P[2][a] * P[1][b] + P[1][a] * P[2][b]);
+        C[40 * i + 30 + e] = f2 * (P[0][a] * P[0][b] + P[1][a] * P[1][b]);
+      }
+  }
+  const bool has_sc = sc != nullptr;
+  double* buf = new (std::nothrow) double[TILE * (4 * V + 3)];
+  if (!buf) return -2;
+  double *ub = buf, *vb = ub + TILE * V, *sb = vb + TILE * V, *wb = sb + TILE * V;
+  double *x0 = wb + TILE * V, *x1 = x0 + TILE, *x2 = x1 + TILE;
+  uint8_t rb[TILE];
+  int64_t n_ok = 0, n_redo = 0;
+  for (int64_t a = p0; a < p1; a += TILE) {
+    const int64_t nt = p1 - a < TILE ? p1 - a : TILE;
+    // gather: runs of consecutive joints of one frame are contiguous (stride 2) per view
+    for (int64_t t = 0, q = a; t < nt;) {
+      const int64_t n = q / J, jj = q % J, run = J - jj < nt - t ? J - jj : nt - t;
+      if (J == 1) {  // one joint per frame: the tile is a run of frames
+        for (int64_t r = 0; r < nt; ++r)
+          for (int i = 0; i < V; ++i) {
+            const int64_t idx = (a + r) * V + i;
+            ub[i * TILE + r] = pts[2 * idx];
+            vb[i * TILE + r] = pts[2 * idx + 1];
+            if (has_sc) sb[i * TILE + r] = sc[idx];
+          }
+        break;
+      }
+      for (int i = 0; i < V; ++i) {
+        const int64_t idx = (n * V + i) * J + jj;
+        for (int64_t r = 0; r < run; ++r) {
+          ub[i * TILE + t + r] = pts[2 * (idx + r)];
+          vb[i * TILE + t + r] = pts[2 * (idx + r) + 1];
+        }
+        if (has_sc)
+          for (int64_t r = 0; r < run; ++r) sb[i * TILE + t + r] = sc[idx + r];
+      }
+      t += run; q += run;
+    }
+    if (has_sc)
+      tri_t<true>(nt, TILE, ub, vb, sb, thr, weighted, wb, cp, C, x0, x1, x2, rep + a, rb);
+    else
+      tri_t<false>(nt, TILE, ub, vb, nullptr, thr, weighted, wb, cp, C, x0, x1, x2, rep + a, rb);
+    // scatter: X interleaved, redo, the counts, used (per view, runs as in the gather)
+    double* o = X + 3 * a;
+    for (int64_t t = 0; t < nt; ++t) {
+      o[3 * t] = x0[t]; o[3 * t + 1] = x1[t]; o[3 * t + 2] = x2[t];
+    }
+    int64_t ok = 0, rd = 0;
+    for (int64_t t = 0; t < nt; ++t) {
+      ok += x0[t] == x0[t];
+      rd += rb[t];
+      redo[a + t] = rb[t];
+    }
+    n_ok += ok; n_redo += rd;
+    for (int64_t t = 0, q = a; t < nt;) {
+      const int64_t n = q / J, jj = q % J, run = J - jj < nt - t ? J - jj : nt - t;
+      if (J == 1) {
+        for (int64_t r = 0; r < nt; ++r)
+          for (int i = 0; i < V; ++i) used[(a + r) * V + i] = wb[i * TILE + r] > 0;
+        break;
+      }
+      for (int i = 0; i < V; ++i) {
+        uint8_t* dst = used + (n * V + i) * J + jj;
+        for (int64_t r = 0; r < run; ++r) dst[r] = wb[i * TILE + t + r] > 0;
+      }
+      t += run; q += run;
+    }
+  }
+  delete[] buf;
+  counts[0] += n_ok;
+  counts[1] += n_redo;
   return 0;
 }

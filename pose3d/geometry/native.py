@@ -34,8 +34,8 @@ FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fope
          "-fPIC", "-shared"]
 X86_FLAGS = ["-mprefer-vector-width=512"]  # AVX-512 machines: 8 doubles per op (1.1x here)
 
-_lib = None
-_split = None
+_libs: dict = {}  # views -> ctypes function
+MAX_VIEWS = 8  # more views: the torch.compile path (fully unrolled, 31 views took 8 min to compile)
 _error: str | None = None
 
 
@@ -55,18 +55,23 @@ def _cpu_id() -> str:
         return platform.processor()
 
 
-def build(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Compile the kernel (or find it in the cache) -> path of the shared library.
-    Raises RuntimeError naming the compiler and its output when no compiler or the build fails."""
+def build(views: int, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Compile the kernel for ``views`` cameras (or find it in the cache) -> path of the shared
+    library. The number of views is a compile-time constant (the view loops unroll; a generic
+    loop ran 5x slower), so each camera count gets its own library (~5-10 s of compiler per
+    count, once). Raises RuntimeError naming the compiler and its output when no compiler or
+    the build fails."""
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("pose3d native DLT kernel: no C++ compiler (set CXX or install g++)")
-    flags = FLAGS + (X86_FLAGS if platform.machine() in ("x86_64", "AMD64") else [])
+    if not 1 <= views <= MAX_VIEWS:
+        raise ValueError(f"pose3d native DLT kernel: {views} views, expected 1..{MAX_VIEWS}")
+    flags = FLAGS + (X86_FLAGS if platform.machine() in ("x86_64", "AMD64") else []) + [f"-DPOSE3D_VIEWS={views}"]
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(flags), version, platform.machine(),
                                     _cpu_id()]).encode()).hexdigest()[:16]
     root = Path(cache_dir or os.environ.get("POSE3D_CACHE") or Path.home() / ".cache" / "pose3d")
-    out = root / "native" / f"dlt_{key}.so"
+    out = root / "native" / f"dlt{views}_{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,28 +87,23 @@ def build(cache_dir: str | os.PathLike | None = None) -> Path:
     return out
 
 
-def load():
-    """The kernel's ctypes function, or None (reason logged once) when it cannot be built."""
-    global _lib, _split, _error
-    if _lib is None and _error is None:
+def load(views: int = 4):
+    """The kernel's ctypes function for ``views`` cameras, or None (reason logged once) when it
+    cannot be built."""
+    global _error
+    if views not in _libs and _error is None:
         try:
-            lib = ctypes.CDLL(str(build()))
-            fn = lib.pose3d_dlt
-            fn.argtypes = ([ctypes.c_int, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 3
-                          + [ctypes.c_double, ctypes.c_int] + [ctypes.c_void_p] * 8)
+            fn = ctypes.CDLL(str(build(views))).pose3d_triangulate
+            fn.argtypes = ([ctypes.c_int] + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2
+                           + [ctypes.c_double, ctypes.c_int] + [ctypes.c_void_p] * 6)
             fn.restype = ctypes.c_int
-            split = lib.pose3d_split
-            split.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int64] + [ctypes.c_void_p] * 3
-            split.restype = ctypes.c_int
-            _lib = fn
-            _split = split
+            _libs[views] = fn
         except (RuntimeError, OSError) as e:
             _error = str(e)
             log.warning("%s; using the torch.compile path", e)
-    return _lib
+    return _libs.get(views)
 
 
-MAX_VIEWS = 64  # as in _dlt_kernel.cpp
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -114,51 +114,47 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _pools[threads]
 
 
-def split_pixels(pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, V, J, 2) float64 CPU pixels -> u, v (V, N * J) contiguous (the kernel's layout)."""
-    if load() is None:
-        raise RuntimeError(f"pose3d native DLT kernel unavailable: {_error}")
-    pts = pts.contiguous()
+def triangulate(pts: torch.Tensor, scores: torch.Tensor | None, score_threshold: float, weighted: bool,
+                cp: torch.Tensor, threads: int | None = None, min_chunk: int = 16384
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    """The kernel on float64 CPU tensors in :func:`pose3d.geometry.triangulation.triangulate`'s
+    layout: pixels ``pts`` (N, V, J, 2) (NaN = missing), ``scores`` (N, V, J) or None, cameras
+    ``cp`` (V, 22) (:func:`pose3d.geometry.triangulation._camera_vector`) -> X (N * J, 3) (NaN where fewer than 2 views),
+    rep (N * J,) float64, used (N, V, J) bool (finite pixels with score >= ``score_threshold``;
+    row weights the score if ``weighted``, else 1), redo (N * J,) bool (as
+    :func:`pose3d.geometry.triangulation._k_fused`), the number of joints with >= 2 views and
+    the number to redo. ``threads`` (default torch's) chunks of the points run in parallel."""
     N, V, J, _ = pts.shape
-    uv = torch.empty(2, V, N * J, dtype=torch.float64)
-    _split(N, V, J, pts.data_ptr(), uv[0].data_ptr(), uv[1].data_ptr())
-    return uv[0], uv[1]
-
-
-def dlt(u: torch.Tensor, v: torch.Tensor, scores: torch.Tensor | None, score_threshold: float,
-        weighted: bool, cp: torch.Tensor, C: torch.Tensor, threads: int | None = None,
-        min_chunk: int = 16384) -> tuple[torch.Tensor, ...]:
-    """The kernel on float64 CPU tensors: pixels u, v (V, N) (NaN = missing), scores (V, N) or
-    None, cameras cp (V, 22), coefficients C (V, 4, 10) -> X0, X1, X2, rep (N,) float64, redo
-    (N,) bool (as :func:`pose3d.geometry.triangulation._k_fused`) and used (V, N) bool (finite
-    pixels with score >= ``score_threshold``; row weights the score if ``weighted``, else 1).
-    ``threads`` (default torch's) chunks of the points run in parallel."""
-    fn = load()
-    if fn is None:
-        raise RuntimeError(f"pose3d native DLT kernel unavailable: {_error}")
-    V, N = u.shape
     if not 1 <= V <= MAX_VIEWS:
         raise ValueError(f"pose3d native DLT kernel: {V} views, at most {MAX_VIEWS}")
-    ins = [t.contiguous() for t in (u, v, cp, C)] + ([scores.contiguous()] if scores is not None else [])
+    fn = load(V)
+    if fn is None:
+        raise RuntimeError(f"pose3d native DLT kernel unavailable: {_error}")
+    ins = [t.contiguous() for t in (pts, cp)] + ([scores.contiguous()] if scores is not None else [])
     if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in ins):
         raise ValueError("pose3d native DLT kernel: needs float64 CPU tensors")
-    u, v, cp, C = ins[:4]
-    sc = ins[4] if scores is not None else None
-    outs = [torch.empty(N, dtype=torch.float64) for _ in range(4)]
-    redo = torch.empty(N, dtype=torch.uint8)
-    w = torch.empty(V, N, dtype=torch.float64)
-    threads = max(1, min(threads or torch.get_num_threads(), N // min_chunk))
-    bounds = [N * k // threads for k in range(threads + 1)]
+    pts, cp = ins[:2]
+    sc = ins[2] if scores is not None else None
+    P = N * J
+    X = torch.empty(P, 3, dtype=torch.float64)
+    rep = torch.empty(P, dtype=torch.float64)
+    used = torch.empty(N, V, J, dtype=torch.bool)
+    redo = torch.empty(P, dtype=torch.bool)
+    threads = max(1, min(threads or torch.get_num_threads(), P // min_chunk))
+    bounds = [P * k // threads for k in range(threads + 1)]
+    counts = torch.zeros(threads, 2, dtype=torch.int64)
 
     def run(k):
-        a, b = bounds[k], bounds[k + 1]
-        if b > a:  # the chunk's columns: offset pointers, row stride N
-            fn(V, b - a, N, u[:, a].data_ptr(), v[:, a].data_ptr(), sc[:, a].data_ptr() if sc is not None else None,
-               float(score_threshold), int(bool(weighted)), w[:, a].data_ptr(), cp.data_ptr(), C.data_ptr(),
-               *(o[a:].data_ptr() for o in outs), redo[a:].data_ptr())
+        if bounds[k + 1] > bounds[k]:
+            rc = fn(V, J, bounds[k], bounds[k + 1], pts.data_ptr(), sc.data_ptr() if sc is not None else None,
+                    float(score_threshold), int(bool(weighted)), cp.data_ptr(), X.data_ptr(),
+                    rep.data_ptr(), used.data_ptr(), redo.data_ptr(), counts[k].data_ptr())
+            if rc != 0:
+                raise RuntimeError(f"pose3d native DLT kernel failed (code {rc})")
 
-    if threads == 1 or N == 0:
+    if threads == 1:
         run(0)
     else:
         list(_pool(threads).map(run, range(threads)))
-    return (*outs, redo.bool(), w > 0)
+    n_ok, n_redo = (sum(c) for c in zip(*counts.tolist()))
+    return X, rep, used, redo, n_ok, n_redo

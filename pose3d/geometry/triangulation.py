@@ -617,9 +617,10 @@ def _refine_vn(X: torch.Tensor, u: torch.Tensor, v: torch.Tensor, w: torch.Tenso
 
 def _triangulate_dlt_fast(pts: torch.Tensor, scores: torch.Tensor | None, cams: Mapping[str, torch.Tensor],
                           score_threshold: float, weighted: bool, chunk: int | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """Distorted pixels (N, V, J, 2), scores (N, V, J) or None -> X (N, J, 3), mean reprojection
-    error over the used views (N, J) px (NaN where X is), used (N, V, J) bool; everything per
+    error over the used views (N, J) px (NaN where X is), used (N, V, J) bool, whether any joint
+    has 2 usable views (X is NaN exactly where it has not); everything per
     chunk of ``chunk`` points (default ~32k observations) in the (V, points) layout (cache-resident)."""
     N, V, J, _ = pts.shape
     chunk = chunk or max(512, 32768 // V)
@@ -641,7 +642,7 @@ def _triangulate_dlt_fast(pts: torch.Tensor, scores: torch.Tensor | None, cams: 
     X = torch.cat(Xs).reshape(N, J, 3)
     rep = torch.cat(reps).reshape(N, J)
     used = torch.cat(useds, dim=1).reshape(V, N, J).permute(1, 0, 2)
-    return X, rep, used
+    return X, rep, used, bool(torch.isfinite(X[..., 0]).any())
 
 
 # The compiled path: the same steps with a fixed number of iterations and no host sync, written
@@ -715,44 +716,40 @@ _compiled_fused = None
 
 def _dlt_compiled(pts: torch.Tensor, scores: torch.Tensor | None, cams: Mapping[str, torch.Tensor],
                   score_threshold: float, weighted: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """:func:`_triangulate_dlt_fast` as one fused pass per point: the native kernel
     (:mod:`pose3d.geometry.native`, float64 on the CPU, built at first use) or else the
-    ``torch.compile`` d :func:`_k_fused` (float32, CUDA, or no working compiler; compiled once per
+    ``torch.compile`` d :func:`_k_fused` (float32, CUDA, more than ``native.MAX_VIEWS`` views, or
+    no working compiler; compiled once per
     process and number of views, cached on disk by inductor). Joints whose fixed-count
     undistortion did not converge or whose closed-form eigenvector failed its residual test are
     solved again by the eager path: results equal to ~1e-13."""
     global _compiled_fused
     N, V, J, _ = pts.shape
-    # one copy into the contiguous (coord, V, points) layout: strided inputs de-vectorise the kernel
-    use_native = (pts.dtype == torch.float64 and pts.device.type == "cpu" and V <= native.MAX_VIEWS
-                  and native.load() is not None)
-    if use_native:
-        u, v = native.split_pixels(pts)
-    else:
+    cp = _camera_vector(cams)
+    if (pts.dtype == torch.float64 and pts.device.type == "cpu" and V <= native.MAX_VIEWS
+            and native.load(V) is not None):  # reads (N, V, J, 2) and writes the outputs' layouts itself
+        X, rep, used, redo, n_ok, n_redo = native.triangulate(pts, scores, float(score_threshold), bool(weighted), cp)
+    else:  # one copy into the contiguous (coord, V, points) layout: strided inputs de-vectorise the kernel
         uv = pts.permute(3, 1, 0, 2).reshape(2, V, N * J).contiguous()
-        u, v = uv[0], uv[1]
-    sc = scores.permute(1, 0, 2).reshape(V, N * J).contiguous() if scores is not None else None
-    f = (cams["K"][:, 0, 0] + cams["K"][:, 1, 1]) / 2
-    C = _dlt_coefficients(cams["R"], cams["t"], f).reshape(4, V, 10).transpose(0, 1).contiguous()
-    cp, C = _camera_vector(cams).to(u.dtype), C.to(u.dtype)
-    if use_native:
-        X0, X1, X2, rep, redo, used = native.dlt(u, v, sc, float(score_threshold), bool(weighted), cp, C)
-    else:
+        sc = scores.permute(1, 0, 2).reshape(V, N * J).contiguous() if scores is not None else None
+        f = (cams["K"][:, 0, 0] + cams["K"][:, 1, 1]) / 2
+        C = _dlt_coefficients(cams["R"], cams["t"], f).reshape(4, V, 10).transpose(0, 1).contiguous()
         if _compiled_fused is None:
             _compiled_fused = torch.compile(_k_fused, dynamic=True)
-        w = _row_weights(u, v, sc, float(score_threshold), bool(weighted))
-        X0, X1, X2, rep, redo = _compiled_fused(u, v, w, cp, C)
-        used = w > 0
-    X = torch.stack([X0, X1, X2], -1)
-    if bool(redo.any()):
+        w = _row_weights(uv[0], uv[1], sc, float(score_threshold), bool(weighted))
+        X0, X1, X2, rep, redo = _compiled_fused(uv[0], uv[1], w, cp, C.to(pts.dtype))
+        X = torch.stack([X0, X1, X2], -1)
+        used = (w > 0).reshape(V, N, J).permute(1, 0, 2)
+        n_redo = int(redo.sum())
+        n_ok = int(torch.isfinite(X0).sum())
+    if n_redo:
         idx = redo.nonzero().squeeze(-1)
-        sub = torch.stack([u[:, idx], v[:, idx]], -1).transpose(0, 1).unsqueeze(-2)  # (n, V, 1, 2)
-        ssub = sc[:, idx].T.unsqueeze(-1) if sc is not None else None
-        Xr, rr, _ = _triangulate_dlt_fast(sub, ssub, cams, score_threshold, weighted)
-        rep = rep.clone()
+        sub = pts[idx // J, :, idx % J].unsqueeze(-2)  # (n, V, 1, 2)
+        ssub = scores[idx // J, :, idx % J].unsqueeze(-1) if scores is not None else None
+        Xr, rr, _, _ = _triangulate_dlt_fast(sub, ssub, cams, score_threshold, weighted)
         X[idx], rep[idx] = Xr[:, 0], rr[:, 0]
-    return X.reshape(N, J, 3), rep.reshape(N, J), used.reshape(V, N, J).permute(1, 0, 2)
+    return X.reshape(N, J, 3), rep.reshape(N, J), used, n_ok > 0
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -797,8 +794,9 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
     ``chunk_points`` frames x joints are processed in chunks to bound memory.
 
     ``compiled``: run the DLT of ``method="dlt"`` (with or without ``refine``) as one fused pass per point
-    -- float64 on the CPU: a C++ kernel built at first use (:mod:`pose3d.geometry.native`, ~1-2 s,
-    cached); otherwise, or if that cannot be built, a ``torch.compile`` d kernel -- and each LM
+    -- float64 on the CPU with at most 8 views: a C++ kernel built at first use per number of
+    views (:mod:`pose3d.geometry.native`, ~10-20 s of compiler, cached); otherwise, or if that
+    cannot be built, a ``torch.compile`` d kernel -- and each LM
     iteration (``refine``) as one ``torch.compile`` d graph. Both need a C++ compiler. Results
     equal eager to ~1e-12 (DLT) with identical LM steps; torch.compile's first call in a process
     takes ~10 s with inductor's on-disk cache, about a minute without.
@@ -828,8 +826,8 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
     N = pts.shape[0]
     if method == "dlt" and not refine:  # fast path: (V, points) layout, GEMM + closed form
         fast = _dlt_compiled if compiled else _triangulate_dlt_fast
-        X, rep, used = fast(pts, sc, cams, score_threshold, weighted)
-        if not bool(torch.isfinite(X[..., 0]).any()):  # X is NaN exactly where < 2 views are used
+        X, rep, used, any_ok = fast(pts, sc, cams, score_threshold, weighted)
+        if not any_ok:  # X is NaN exactly where < 2 views are used
             raise no_views()
         return Triangulation(points_3d=X.reshape(*lead, J, 3), reprojection_error_px=rep.reshape(*lead, J),
                              used=used.reshape(*lead, V, J))
@@ -844,7 +842,7 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
         w = w * torch.nan_to_num(sc).clamp_min(0)
     if method == "dlt":  # with refinement
         fast = _dlt_compiled if compiled else _triangulate_dlt_fast
-        X, _, used = fast(pts, sc, cams, score_threshold, weighted)
+        X, _, used, _ = fast(pts, sc, cams, score_threshold, weighted)
         n_per = max(1, chunk_points // J)
         X = torch.cat([refine_reprojection(X[s:s + n_per], pts[s:s + n_per], cams, w[s:s + n_per], refine_iters,
                                            compiled=compiled)

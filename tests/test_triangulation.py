@@ -447,6 +447,15 @@ def test_native_dlt_chunks_equal_one_call_and_build_errors(tmp_path, monkeypatch
         torch.testing.assert_close(one[0], ref.points_3d.reshape(-1, 3), rtol=0, atol=1e-9, equal_nan=True)
         assert torch.equal(one[0][:, 0].isnan(), used.sum(1).reshape(-1) < 2)
         assert one[4] == int((used.sum(1) >= 2).sum()) and one[4] < 680 if sc is not None else one[4] == 680
+        # one joint per frame (the kernel's J = 1 gather/scatter): the same joints, bit for bit
+        flat = native.triangulate(uv.transpose(1, 2).reshape(680, 4, 1, 2),
+                                  sc.transpose(1, 2).reshape(680, 4, 1) if sc is not None else None,
+                                  0.3, True, _camera_vector(cams), threads=2, min_chunk=1)
+        torch.testing.assert_close(flat[0], one[0], rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(flat[1], one[1], rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(flat[2][:, :, 0], one[2].transpose(1, 2).reshape(680, 4))
+    with pytest.raises(ValueError, match="9 views, expected 1..8"):
+        native.build(9, tmp_path)  # more views: triangulate(compiled=True) takes the torch.compile path
     monkeypatch.setattr(native, "compiler", lambda: None)
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
         native.build(4, tmp_path)

@@ -1,6 +1,7 @@
 // Calibrated weighted DLT for many points in one pass per point: undistortion (3 Newton steps on
-// OpenCV's radial-tangential model, 2 in float and 1 in double), the 10 moments of A^T A, the closed-form smallest
-// eigenvector (inverse iteration by block elimination) and the mean reprojection error. The same
+// OpenCV's radial-tangential model, 2 in float and 1 in double), the 10 moments of A^T A, the
+// closed-form smallest eigenvector (inverse iteration by block elimination) and the mean
+// reprojection error. The same
 // steps as pose3d.geometry.triangulation._k_fused, written as one loop over points that the
 // compiler vectorises (SoA tiles; the number of views fixed per library, so the view loops
 // unroll). Built at first use per number of views by pose3d.geometry.native (g++ -O3
@@ -12,8 +13,8 @@
 // or) score >= thr; its DLT row weight is the score (weighted, clamped at 0) or 1, written to
 // w_out (V rows of stride ld; 0 = unused; a double array: a byte store there stops gcc from
 // vectorising the loop). cp: V x 22 (fx, skew, cx, fy, cy, k1, k2, p1, p2, k3, R row-major, t);
-// C: V x 4 x 10 (the DLT coefficients, from cp). out: X0, X1, X2, rep (N), redo (N) = eigen-residual test failed or last Newton
-// step > 1e-5.
+// C: V x 4 x 10 (the DLT coefficients, from cp). out: X0, X1, X2, rep (N), redo (N) =
+// eigen-residual test failed or last Newton step > 1e-5.
 #include <cmath>
 #include <cstdint>
 #include <new>

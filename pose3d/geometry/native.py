@@ -2,11 +2,13 @@
 and loaded with ctypes, for ``triangulate(compiled=True)`` on float64 CPU tensors.
 
 Why not torch.compile alone: inductor's code for the same steps runs at ~4-7M joints/s on one
-core here, a hand-fused loop at ~10M (reports/benchmarks/triangulation.md). Why ctypes and not
+core here, this hand-fused loop at ~15M with the layout changes and outputs done in C++ as well
+(reports/benchmarks/triangulation.md). Why ctypes and not
 ``torch.utils.cpp_extension``: no Python binding is needed (plain arrays in, arrays out), and the
 extension builder needs ninja, which a fresh machine with only Python and git does not have.
 
-The library is cached per source, flags, compiler and CPU (``-march=native``) under
+One library per number of views (1..8), cached per source, flags, compiler and CPU
+(``-march=native``) under
 ``$POSE3D_CACHE`` (default ``~/.cache/pose3d``), written to a temporary name and renamed, so
 concurrent first uses do not see a half-written file. ctypes releases the GIL during the call,
 so chunks run in parallel threads.
@@ -58,7 +60,7 @@ def _cpu_id() -> str:
 def build(views: int, cache_dir: str | os.PathLike | None = None) -> Path:
     """Compile the kernel for ``views`` cameras (or find it in the cache) -> path of the shared
     library. The number of views is a compile-time constant (the view loops unroll; a generic
-    loop ran 5x slower), so each camera count gets its own library (~5-10 s of compiler per
+    loop ran 5x slower), so each camera count gets its own library (~10-20 s of compiler per
     count, once). Raises RuntimeError naming the compiler and its output when no compiler or
     the build fails."""
     cxx = compiler()
@@ -87,7 +89,7 @@ def build(views: int, cache_dir: str | os.PathLike | None = None) -> Path:
     return out
 
 
-def load(views: int = 4):
+def load(views: int):
     """The kernel's ctypes function for ``views`` cameras, or None (reason logged once) when it
     cannot be built."""
     global _error
@@ -119,8 +121,8 @@ def triangulate(pts: torch.Tensor, scores: torch.Tensor | None, score_threshold:
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
     """The kernel on float64 CPU tensors in :func:`pose3d.geometry.triangulation.triangulate`'s
     layout: pixels ``pts`` (N, V, J, 2) (NaN = missing), ``scores`` (N, V, J) or None, cameras
-    ``cp`` (V, 22) (:func:`pose3d.geometry.triangulation._camera_vector`) -> X (N * J, 3) (NaN where fewer than 2 views),
-    rep (N * J,) float64, used (N, V, J) bool (finite pixels with score >= ``score_threshold``;
+    ``cp`` (V, 22) (:func:`pose3d.geometry.triangulation._camera_vector`) -> X (N * J, 3) (NaN
+    where fewer than 2 views), rep (N * J,) float64, used (N, V, J) bool (finite pixels with score >= ``score_threshold``;
     row weights the score if ``weighted``, else 1), redo (N * J,) bool (as
     :func:`pose3d.geometry.triangulation._k_fused`), the number of joints with >= 2 views and
     the number to redo. ``threads`` (default torch's) chunks of the points run in parallel."""

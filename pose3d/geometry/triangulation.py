@@ -720,8 +720,8 @@ def _dlt_compiled(pts: torch.Tensor, scores: torch.Tensor | None, cams: Mapping[
     """:func:`_triangulate_dlt_fast` as one fused pass per point: the native kernel
     (:mod:`pose3d.geometry.native`, float64 on the CPU, built at first use) or else the
     ``torch.compile`` d :func:`_k_fused` (float32, CUDA, more than ``native.MAX_VIEWS`` views, or
-    no working compiler; compiled once per
-    process and number of views, cached on disk by inductor). Joints whose fixed-count
+    no working compiler; compiled once per process and number of views, cached on disk by
+    inductor). Joints whose fixed-count
     undistortion did not converge or whose closed-form eigenvector failed its residual test are
     solved again by the eager path: results equal to ~1e-13."""
     global _compiled_fused
@@ -748,6 +748,7 @@ def _dlt_compiled(pts: torch.Tensor, scores: torch.Tensor | None, cams: Mapping[
         sub = pts[idx // J, :, idx % J].unsqueeze(-2)  # (n, V, 1, 2)
         ssub = scores[idx // J, :, idx % J].unsqueeze(-1) if scores is not None else None
         Xr, rr, _, _ = _triangulate_dlt_fast(sub, ssub, cams, score_threshold, weighted)
+        rep = rep.clone()  # a compiled graph's output may not be safe to write into
         X[idx], rep[idx] = Xr[:, 0], rr[:, 0]
     return X.reshape(N, J, 3), rep.reshape(N, J), used, n_ok > 0
 

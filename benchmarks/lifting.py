@@ -83,6 +83,11 @@ def loso(args) -> str:
     d = np.load(args.npz, allow_pickle=False)
     reliable = d["reliable_joint_mask"].astype(bool)
     subjects = sorted(np.unique(d["subject"]).tolist())
+    if args.subjects:
+        unknown = sorted(set(args.subjects) - set(subjects))
+        if unknown:
+            raise SystemExit(f"--subjects: {unknown} not in {args.npz} (subjects: {subjects})")
+        subjects = [s for s in subjects if s in args.subjects]
     lines = ["| held-out subject | model | frames | P1 all-17 (mm) | P2 all-17 (mm) | P1 13 reliable (mm) | P2 13 reliable (mm) | time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for model in args.models:
@@ -147,6 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["martinez", "temporal"])
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--stride", type=int, default=1, help="train_stride for loso")
+    ap.add_argument("--subjects", nargs="+", default=None, help="loso: hold out only these subjects")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
                     help="params.yaml whose sections semi and studio start from")
     args = ap.parse_args(argv)

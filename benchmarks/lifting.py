@@ -150,14 +150,12 @@ def main(argv=None) -> int:
     ap.add_argument("--cameras", type=Path, default=REPO / "data/studio/cameras.json")
     ap.add_argument("--detections", type=Path, default=None)
     ap.add_argument("--models", nargs="+", default=["martinez", "temporal"])
-    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None, help="override every model's params.yaml epochs")
     ap.add_argument("--stride", type=int, default=1, help="train_stride for loso")
     ap.add_argument("--subjects", nargs="+", default=None, help="loso: hold out only these subjects")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
-                    help="params.yaml whose sections semi and studio start from")
+                    help="params.yaml whose model sections every benchmark starts from (epochs included)")
     args = ap.parse_args(argv)
-    if args.epochs is None and args.what == "loso":
-        args.epochs = P.Martinez().epochs
     table = {"loso": loso, "semi": semi, "studio": studio}[args.what](args)
     print(table)
     return 0

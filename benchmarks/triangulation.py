@@ -10,8 +10,8 @@
 2. Outliers: each observation replaced with probability 0.2 by a uniform random pixel;
    RANSAC's error against the outlier-free DLT error.
 3. Speed: joints/s of pose3d's batched DLT (eager, and ``compiled=True``: the native C++
-   kernel, and its torch.compile'd fallback) vs aniposelib's CameraGroup.triangulate on the same points in the same process,
-   interleaved rounds (aniposelib only in the benchmark venv, see TOOLCHAIN/README).
+   kernel, and its torch.compile'd fallback) vs aniposelib's CameraGroup.triangulate on the
+   same points in the same process, interleaved rounds (aniposelib only in the benchmark venv, see TOOLCHAIN/README).
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 // Calibrated weighted DLT for many points in one pass per point: undistortion (3 Newton steps on
 // OpenCV's radial-tangential model, 2 in float and 1 in double), the 10 moments of A^T A, the
 // closed-form smallest eigenvector (inverse iteration by block elimination) and the mean
-// reprojection error. The same
-// steps as pose3d.geometry.triangulation._k_fused, written as one loop over points that the
-// compiler vectorises (SoA tiles; the number of views fixed per library, so the view loops
-// unroll). Built at first use per number of views by pose3d.geometry.native (g++ -O3
-// -march=native -DPOSE3D_VIEWS=V); loaded with ctypes. Entry point:
-// pose3d_triangulate (end of file), which reads and writes triangulate()'s own layouts.
+// reprojection error. The same steps as pose3d.geometry.triangulation._k_fused, written as one
+// loop over points that the compiler vectorises (SoA tiles; the number of views fixed per
+// library, so the view loops unroll). Built at first use per number of views by
+// pose3d.geometry.native (g++ -O3 -march=native -DPOSE3D_VIEWS=V); loaded with ctypes. Entry
+// point: pose3d_triangulate (end of file), which reads and writes triangulate()'s own layouts.
 //
 // tri_t on one SoA tile -- u, v: V rows of stride ld >= N, distorted pixels (NaN = missing); sc:
 // scores in the same layout or null; a view is used where u, v are finite and (without scores,
@@ -30,15 +29,25 @@ constexpr int V = POSE3D_VIEWS;  // fixed per library: the view loops unroll, th
 #error "at most 8 views (pose3d.geometry.native.MAX_VIEWS)"
 #endif
 
-// One Newton step on OpenCV's radial-tangential model: (x, y) -> the undistorted point whose
-// distortion is (xd, yd); returns |dx| + |dy|.
+// OpenCV's radial-tangential model: normalised (x, y) -> distorted (dx_, dy_); r2 and the radial
+// factor rad are returned for the Jacobian.
+template <typename T>
+static inline void distort(T x, T y, T k1, T k2, T p1, T p2, T k3, T& dx_, T& dy_, T& r2, T& rad) {
+  T xx = x * x, yy = y * y, xy = x * y;
+  r2 = xx + yy;
+  rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
+  dx_ = x * rad + 2 * p1 * xy + p2 * (r2 + 2 * xx);
+  dy_ = y * rad + 2 * p2 * xy + p1 * (r2 + 2 * yy);
+}
+
+// One Newton step on that model: (x, y) -> the undistorted point whose distortion is (xd, yd);
+// returns |dx| + |dy|.
 template <typename T>
 static inline T newton_step(T& x, T& y, T xd, T yd, T k1, T k2, T p1, T p2, T k3) {
-  T xx = x * x, yy = y * y, xy = x * y, r2 = xx + yy;
-  T rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
+  T xx = x * x, yy = y * y, xy = x * y, r2, rad, ex, ey;
+  distort(x, y, k1, k2, p1, p2, k3, ex, ey, r2, rad);
+  ex -= xd; ey -= yd;
   T drad = 2 * k1 + r2 * (4 * k2 + r2 * 6 * k3);
-  T ex = x * rad + 2 * p1 * xy + p2 * (r2 + 2 * xx) - xd;
-  T ey = y * rad + 2 * p2 * xy + p1 * (r2 + 2 * yy) - yd;
   T j00 = rad + xx * drad + 2 * p1 * y + 6 * p2 * x;
   T j01 = xy * drad + 2 * p1 * x + 2 * p2 * y;
   T j11 = rad + yy * drad + 6 * p1 * y + 2 * p2 * x;
@@ -122,9 +131,8 @@ VIEW_LOOP
       double fx = c[0], s_ = c[1], cx = c[2], fy = c[3], cy = c[4], k1 = c[5], k2 = c[6], p1 = c[7], p2 = c[8], k3 = c[9];
       double iz = 1 / (c[16] * x0 + c[17] * x1 + c[18] * x2 + c[21]);
       double a = (c[10] * x0 + c[11] * x1 + c[12] * x2 + c[19]) * iz, b = (c[13] * x0 + c[14] * x1 + c[15] * x2 + c[20]) * iz;
-      double ab = a * b, aa = a * a, bb = b * b, r2 = aa + bb;
-      double rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
-      double xdd = a * rad + 2 * p1 * ab + p2 * (r2 + 2 * aa), ydd = b * rad + p1 * (r2 + 2 * bb) + 2 * p2 * ab;
+      double xdd, ydd, r2, rad;
+      distort(a, b, k1, k2, p1, p2, k3, xdd, ydd, r2, rad);
       double du = fx * xdd + s_ * ydd + cx - u[i * ld + j], dv = fy * ydd + cy - v[i * ld + j];
       double e = std::sqrt(du * du + dv * dv);
       err += w_out[i * ld + j] > 0 ? e : 0.0;
@@ -173,19 +181,18 @@ extern "C" int pose3d_triangulate(int views, int64_t J, int64_t p0, int64_t p1, 
   int64_t n_ok = 0, n_redo = 0;
   for (int64_t a = p0; a < p1; a += TILE) {
     const int64_t nt = p1 - a < TILE ? p1 - a : TILE;
-    // gather: runs of consecutive joints of one frame are contiguous (stride 2) per view
-    for (int64_t t = 0, q = a; t < nt;) {
+    // gather: runs of consecutive joints of one frame are contiguous (stride 2) per view; with
+    // one joint per frame the tile is a run of frames (runs of 1 would cost a division each)
+    if (J == 1) {
+      for (int64_t r = 0; r < nt; ++r)
+        for (int i = 0; i < V; ++i) {
+          const int64_t idx = (a + r) * V + i;
+          ub[i * TILE + r] = pts[2 * idx];
+          vb[i * TILE + r] = pts[2 * idx + 1];
+          if (has_sc) sb[i * TILE + r] = sc[idx];
+        }
+    } else for (int64_t t = 0, q = a; t < nt;) {
       const int64_t n = q / J, jj = q % J, run = J - jj < nt - t ? J - jj : nt - t;
-      if (J == 1) {  // one joint per frame: the tile is a run of frames
-        for (int64_t r = 0; r < nt; ++r)
-          for (int i = 0; i < V; ++i) {
-            const int64_t idx = (a + r) * V + i;
-            ub[i * TILE + r] = pts[2 * idx];
-            vb[i * TILE + r] = pts[2 * idx + 1];
-            if (has_sc) sb[i * TILE + r] = sc[idx];
-          }
-        break;
-      }
       for (int i = 0; i < V; ++i) {
         const int64_t idx = (n * V + i) * J + jj;
         for (int64_t r = 0; r < run; ++r) {
@@ -213,13 +220,11 @@ extern "C" int pose3d_triangulate(int views, int64_t J, int64_t p0, int64_t p1, 
       redo[a + t] = rb[t];
     }
     n_ok += ok; n_redo += rd;
-    for (int64_t t = 0, q = a; t < nt;) {
+    if (J == 1) {
+      for (int64_t r = 0; r < nt; ++r)
+        for (int i = 0; i < V; ++i) used[(a + r) * V + i] = wb[i * TILE + r] > 0;
+    } else for (int64_t t = 0, q = a; t < nt;) {
       const int64_t n = q / J, jj = q % J, run = J - jj < nt - t ? J - jj : nt - t;
-      if (J == 1) {
-        for (int64_t r = 0; r < nt; ++r)
-          for (int i = 0; i < V; ++i) used[(a + r) * V + i] = wb[i * TILE + r] > 0;
-        break;
-      }
       for (int i = 0; i < V; ++i) {
         uint8_t* dst = used + (n * V + i) * J + jj;
         for (int64_t r = 0; r < run; ++r) dst[r] = wb[i * TILE + t + r] > 0;

@@ -3,14 +3,13 @@ and loaded with ctypes, for ``triangulate(compiled=True)`` on float64 CPU tensor
 
 Why not torch.compile alone: inductor's code for the same steps runs at ~4-7M joints/s on one
 core here, this hand-fused loop at ~15M with the layout changes and outputs done in C++ as well
-(reports/benchmarks/triangulation.md). Why ctypes and not
-``torch.utils.cpp_extension``: no Python binding is needed (plain arrays in, arrays out), and the
-extension builder needs ninja, which a fresh machine with only Python and git does not have.
+(reports/benchmarks/triangulation.md). Why ctypes and not ``torch.utils.cpp_extension``: no
+Python binding is needed (plain arrays in, arrays out), and the extension builder needs ninja,
+which a fresh machine with only Python and git does not have.
 
 One library per number of views (1..8), cached per source, flags, compiler and CPU
-(``-march=native``) under
-``$POSE3D_CACHE`` (default ``~/.cache/pose3d``), written to a temporary name and renamed, so
-concurrent first uses do not see a half-written file. ctypes releases the GIL during the call,
+(``-march=native``) under ``$POSE3D_CACHE`` (default ``~/.cache/pose3d``), written to a
+temporary name and renamed, so concurrent first uses do not see a half-written file. ctypes releases the GIL during the call,
 so chunks run in parallel threads.
 """
 
@@ -122,14 +121,12 @@ def triangulate(pts: torch.Tensor, scores: torch.Tensor | None, score_threshold:
     """The kernel on float64 CPU tensors in :func:`pose3d.geometry.triangulation.triangulate`'s
     layout: pixels ``pts`` (N, V, J, 2) (NaN = missing), ``scores`` (N, V, J) or None, cameras
     ``cp`` (V, 22) (:func:`pose3d.geometry.triangulation._camera_vector`) -> X (N * J, 3) (NaN
-    where fewer than 2 views), rep (N * J,) float64, used (N, V, J) bool (finite pixels with score >= ``score_threshold``;
-    row weights the score if ``weighted``, else 1), redo (N * J,) bool (as
+    where fewer than 2 views), rep (N * J,) float64, used (N, V, J) bool (finite pixels with
+    score >= ``score_threshold``; row weights the score if ``weighted``, else 1), redo (N * J,) bool (as
     :func:`pose3d.geometry.triangulation._k_fused`), the number of joints with >= 2 views and
     the number to redo. ``threads`` (default torch's) chunks of the points run in parallel."""
     N, V, J, _ = pts.shape
-    if not 1 <= V <= MAX_VIEWS:
-        raise ValueError(f"pose3d native DLT kernel: {V} views, at most {MAX_VIEWS}")
-    fn = load(V)
+    fn = load(V)  # ValueError (from build) outside 1..MAX_VIEWS views
     if fn is None:
         raise RuntimeError(f"pose3d native DLT kernel unavailable: {_error}")
     ins = [t.contiguous() for t in (pts, cp)] + ([scores.contiguous()] if scores is not None else [])

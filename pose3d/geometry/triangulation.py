@@ -721,9 +721,9 @@ def _dlt_compiled(pts: torch.Tensor, scores: torch.Tensor | None, cams: Mapping[
     (:mod:`pose3d.geometry.native`, float64 on the CPU, built at first use) or else the
     ``torch.compile`` d :func:`_k_fused` (float32, CUDA, more than ``native.MAX_VIEWS`` views, or
     no working compiler; compiled once per process and number of views, cached on disk by
-    inductor). Joints whose fixed-count
-    undistortion did not converge or whose closed-form eigenvector failed its residual test are
-    solved again by the eager path: results equal to ~1e-13."""
+    inductor). Joints whose fixed-count undistortion did not converge or whose closed-form
+    eigenvector failed its residual test are solved again by the eager path: results equal to
+    ~1e-13."""
     global _compiled_fused
     N, V, J, _ = pts.shape
     cp = _camera_vector(cams)
@@ -794,11 +794,11 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
     ``points_px``' device and dtype (float64 recommended); batches of more than
     ``chunk_points`` frames x joints are processed in chunks to bound memory.
 
-    ``compiled``: run the DLT of ``method="dlt"`` (with or without ``refine``) as one fused pass per point
-    -- float64 on the CPU with at most 8 views: a C++ kernel built at first use per number of
-    views (:mod:`pose3d.geometry.native`, ~10-20 s of compiler, cached); otherwise, or if that
-    cannot be built, a ``torch.compile`` d kernel -- and each LM
-    iteration (``refine``) as one ``torch.compile`` d graph. Both need a C++ compiler. Results
+    ``compiled``: run the DLT of ``method="dlt"`` (with or without ``refine``) as one fused pass
+    per point -- float64 on the CPU with at most 8 views: a C++ kernel built at first use per
+    number of views (:mod:`pose3d.geometry.native`, ~10-20 s of compiler, cached); otherwise, or
+    if that cannot be built, a ``torch.compile`` d kernel -- and each LM iteration (``refine``)
+    as one ``torch.compile`` d graph. Both need a C++ compiler. Results
     equal eager to ~1e-12 (DLT) with identical LM steps; torch.compile's first call in a process
     takes ~10 s with inductor's on-disk cache, about a minute without.
     """

@@ -65,7 +65,8 @@ class Run:
         if self._mlflow is None:
             return None
         try:
-            return getattr(self._mlflow, name)(*args, **kwargs)
+            with _deferred_sigterm():
+                return getattr(self._mlflow, name)(*args, **kwargs)
         except Exception as e:  # tracking must never change a stage's outputs
             if not self._warned:
                 log.warning("MLflow tracking failed (%s); the stage continues without it", e)
@@ -149,21 +150,46 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None, base=None,
         yield run
     except BaseException:
         if mlflow is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), _deferred_sigterm():
                 mlflow.end_run(status="FAILED")
         raise
     else:
         if mlflow is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), _deferred_sigterm():
                 mlflow.end_run(status="FINISHED")
+
+
+# SIGTERM during an MLflow call is held until the call returns: raised inside it, the SystemExit
+# could leave the tracking store's write transaction open (sqlite: "database is locked"), and the
+# end_run(status="FAILED") on the way out then failed, leaving the killed run RUNNING.
+_tracking_depth = 0
+_pending_signal: int | None = None
+
+
+@contextlib.contextmanager
+def _deferred_sigterm() -> Iterator[None]:
+    global _tracking_depth, _pending_signal
+    _tracking_depth += 1
+    try:
+        yield
+    finally:
+        _tracking_depth -= 1
+        if _tracking_depth == 0 and _pending_signal is not None:
+            signum, _pending_signal = _pending_signal, None
+            raise SystemExit(128 + signum)
 
 
 def install_signal_handlers() -> None:
     """Turn SIGTERM into SystemExit so a killed stage unwinds: its MLflow run is marked
-    FAILED and temporary files are removed (atomic writes), instead of dying silently."""
+    FAILED and temporary files are removed (atomic writes), instead of dying silently. A
+    SIGTERM that arrives inside an MLflow call takes effect when the call returns."""
     import signal
 
     def _term(signum, frame):
+        global _pending_signal
+        if _tracking_depth > 0:
+            _pending_signal = signum
+            return
         raise SystemExit(128 + signum)
 
     with contextlib.suppress(ValueError):  # only in the main thread

@@ -79,3 +79,32 @@ def test_sigterm_marks_run_failed(repo):
     assert p.wait(timeout=60) == 128 + signal.SIGTERM
     (r,) = _runs(repo)
     assert r.info.status == "FAILED"
+
+
+def test_sigterm_inside_a_tracking_call_waits_for_it(monkeypatch):
+    """SIGTERM that arrives while MLflow is writing is held until the call returns (raised
+    inside it, it left sqlite's write transaction open and the run could not be marked
+    FAILED), then unwinds the stage as usual."""
+    import os
+    import signal
+
+    calls = []
+
+    class Store:  # an MLflow stand-in whose write is interrupted by SIGTERM
+        def log_metrics(self, metrics, step=None):
+            os.kill(os.getpid(), signal.SIGTERM)
+            calls.append(("log_metrics", metrics))
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        tracking.install_signal_handlers()
+        run = tracking.Run(Store(), "run-id")
+        with pytest.raises(SystemExit) as e:
+            run.log_metrics({"loss": 1.0}, step=3)
+        assert e.value.code == 128 + signal.SIGTERM
+        assert calls == [("log_metrics", {"loss": 1.0})]  # the write completed first
+        assert tracking._pending_signal is None and tracking._tracking_depth == 0
+        with pytest.raises(SystemExit):  # outside a tracking call it still acts at once
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -2,6 +2,10 @@
 
     python benchmarks/pose2d.py --out reports/benchmarks/pose2d.json [--depth 18 --size 96 --deconv-channels 128]
 
+Also counts the FLOPs of one training step (torch's FlopCounterMode, forward + backward) and
+times a 2048^2 matmul in fp32 and bf16, so the step's achieved FLOP rate can be read against
+the machine's matmul rate of the same precision.
+
 Runs a few warm-up steps, then times ``--steps`` training steps (Adam, target-weighted MSE,
 batch ``--batch``) and inference batches (flip test + DARK decoding, as detect_2d) for each
 precision / memory-format variant. Random inputs: throughput does not depend on content.
@@ -61,6 +65,34 @@ def _train_rate(depth, channels, size, batch, steps, precision, channels_last, d
     return batch * steps / (time.perf_counter() - t0)
 
 
+def _train_flops_per_image(depth, channels, size, batch):
+    """FLOPs of one training step (forward + backward, counted by torch's FlopCounterMode) / batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = PoseResNet(PoseResNetConfig(depth=depth, deconv_channels=channels)).train()
+    x = torch.randn(batch, 3, size, size)
+    with FlopCounterMode(display=False) as fc:
+        net(x).square().mean().backward()
+    return fc.get_total_flops() / batch
+
+
+def _matmul_rate(precision, device, n=2048, reps=10):
+    """Measured dense matmul rate (FLOP/s) at n x n in fp32 or bf16: the ceiling of the step."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
 def _infer_rate(depth, channels, size, batch, steps, precision, device):
     torch.manual_seed(0)
     net = PoseResNet(PoseResNetConfig(depth=depth, deconv_channels=channels)).to(device).eval()
@@ -104,6 +136,15 @@ def main(argv=None) -> int:
         key = f"{prec}{'+channels_last' if cl else ''}"
         res["train_img_per_s"][key] = round(_train_rate(a.depth, a.deconv_channels, a.size, a.batch, a.steps, prec, cl, device), 1)
         print(key, "train img/s", res["train_img_per_s"][key], flush=True)
+    flops = _train_flops_per_image(a.depth, a.deconv_channels, a.size, 4)
+    res["train_gflop_per_image"] = round(flops / 1e9, 3)
+    res["matmul_gflop_per_s"] = {p: round(_matmul_rate(p, device) / 1e9, 1) for p in ("fp32", "bf16")}
+    res["achieved_gflop_per_s"] = {k: round(v * flops / 1e9, 1) for k, v in res["train_img_per_s"].items()}
+    res["fraction_of_matmul_rate"] = {
+        k: round(v / res["matmul_gflop_per_s"]["bf16" if k.startswith("bf16") else "fp32"], 3)
+        for k, v in res["achieved_gflop_per_s"].items()}
+    print("train GFLOP/image", res["train_gflop_per_image"], "matmul GFLOP/s", res["matmul_gflop_per_s"],
+          "achieved", res["achieved_gflop_per_s"], flush=True)
     for prec in ("fp32", "bf16"):
         res["infer_crops_per_s"][f"{prec}+flip+dark"] = round(
             _infer_rate(a.depth, a.deconv_channels, a.size, 64, a.steps, prec, device), 1)

@@ -340,7 +340,8 @@ class Pose2D:
     epochs: int = 6
     batch_size: int = 32
     lr: float = 1e-3                # Adam
-    lr_steps: tuple[int, ...] = (4, 5)  # epochs after which lr *= lr_factor
+    lr_schedule: Literal["step", "cosine"] = "step"  # step: lr_steps/lr_factor; cosine: lr -> 0 over epochs
+    lr_steps: tuple[int, ...] = (4, 5)  # epochs after which lr *= lr_factor (lr_schedule: step)
     lr_factor: float = 0.1
     weight_decay: float = 0.0
     max_train_crops: int = 2400     # 0 = every train crop; else an evenly spaced subset

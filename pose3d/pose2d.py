@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Iterator
@@ -207,11 +208,46 @@ def pck_metrics(pred_px: np.ndarray, gt_px: np.ndarray, box_size: np.ndarray,
         "num_crops": int(len(err)),
         "per_joint": {},
     }
-    for j, name in enumerate(joint_names):
+    names = list(joint_names)
+    for j, name in enumerate(names):
         v = valid[:, j]
         out["per_joint"][name] = {"pck_0.1": m((err <= 0.1 * box)[:, j], v),
                                   "mean_px_error": m(err[:, j], v),
                                   "mean_px_error_per_1000px": m(per1000[:, j], v)}
+    for group, members in JOINT_GROUPS.items():
+        cols = [names.index(n) for n in members if n in names]
+        if cols:
+            out[f"{group}_mean_px_error"] = m(err[:, cols], valid[:, cols])
+    for limb, members in SWAP_LIMBS.items():
+        if all(f"{side}{n}" in names for n in members for side in ("l_", "r_")):
+            out[f"{limb}_swap_rate"] = float(np.mean(left_right_swaps(pred_px, gt_px, box[:, 0], members, names)))
+    return out
+
+
+#: joint groups whose mean pixel error is reported beside the per-joint values
+JOINT_GROUPS: dict[str, tuple[str, ...]] = {"elbows": ("l_elbow", "r_elbow"), "wrists": ("l_wrist", "r_wrist"),
+                                           "knees": ("l_knee", "r_knee"), "ankles": ("l_ankle", "r_ankle")}
+#: limbs checked for left/right swaps (joint names without the l_/r_ prefix)
+SWAP_LIMBS: dict[str, tuple[str, ...]] = {"arm": ("elbow", "wrist"), "leg": ("knee", "ankle")}
+
+
+def left_right_swaps(pred_px: np.ndarray, gt_px: np.ndarray, box_size: np.ndarray,
+                     limb: tuple[str, ...], joint_names=JOINT_NAMES, min_separation: float = 0.1
+                     ) -> np.ndarray:
+    """(N,) bool: crops where a joint of ``limb`` (e.g. ("elbow", "wrist")) was predicted nearer
+    the ground truth of the opposite side than its own. Only joints whose left and right ground
+    truth lie at least ``min_separation * box_size`` apart count: closer than that, which side
+    is which is neither visible nor costly. pred_px, gt_px (N, J, 2); box_size (N,)."""
+    names = list(joint_names)
+    pred, gt = np.asarray(pred_px, np.float64), np.asarray(gt_px, np.float64)
+    out = np.zeros(len(pred), bool)
+    for n in limb:
+        li, ri = names.index(f"l_{n}"), names.index(f"r_{n}")
+        apart = np.linalg.norm(gt[:, li] - gt[:, ri], axis=-1) >= min_separation * np.asarray(box_size)
+        for own, other in ((li, ri), (ri, li)):
+            d_own = np.linalg.norm(pred[:, own] - gt[:, own], axis=-1)
+            d_other = np.linalg.norm(pred[:, own] - gt[:, other], axis=-1)
+            out |= apart & (d_other < d_own)
     return out
 
 
@@ -309,9 +345,22 @@ def split_crops(index: CropIndex, max_train: int, max_val: int
     return train.select(evenly_spaced(len(train), max_train)), val.select(evenly_spaced(len(val), max_val))
 
 
+def make_scheduler(opt: torch.optim.Optimizer, schedule: str, epochs: int, lr_steps=(),
+                   lr_factor: float = 0.1):
+    """Per-epoch learning-rate schedule. ``step``: lr *= lr_factor after each epoch in lr_steps;
+    ``cosine``: lr_e = lr * (1 + cos(pi * e / epochs)) / 2 for epoch e = 0..epochs-1
+    (Loshchilov & Hutter 2017 without restarts), so the last epoch runs at a small lr."""
+    if schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=lr_factor)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1.0 + math.cos(math.pi * e / epochs)))
+    raise ValueError(f"lr_schedule = {schedule!r}: expected 'step' or 'cosine'")
+
+
 def fit(crops_h5, index: CropIndex, *, model_config: PoseResNetConfig, trainer_config, run=None,
         fingerprint: str = "", max_train_crops: int = 0, val_max_crops: int = 512,
-        batch_size: int = 32, lr: float = 1e-3, lr_steps=(), lr_factor: float = 0.1,
+        batch_size: int = 32, lr: float = 1e-3, lr_schedule: str = "step", lr_steps=(),
+        lr_factor: float = 0.1,
         weight_decay: float = 0.0, sigma: float = 1.5, augmentation=None, flip_test: bool = True,
         decode_method: str = "dark") -> tuple[PoseResNet, list[dict], dict]:
     """Train pose_resnet on the train-split crops; validate on the test split after every epoch.
@@ -330,7 +379,7 @@ def fit(crops_h5, index: CropIndex, *, model_config: PoseResNetConfig, trainer_c
     torch.manual_seed(trainer_config.seed)
     model = build_model(model_config)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(lr_steps), gamma=lr_factor)
+    sched = make_scheduler(opt, lr_schedule, trainer_config.epochs, lr_steps, lr_factor)
     trainer = Trainer({"model": model}, {"model": opt}, {"model": sched}, config=trainer_config, run=run)
     cl = bool(trainer_config.channels_last)
     precision = trainer.precision  # validate in the precision the model trains in
@@ -370,9 +419,11 @@ def load_model(model_dir: Path, device: str = "auto") -> tuple[PoseResNet, dict]
 
 
 def write_detections(path, index: CropIndex, keypoints_px: np.ndarray, scores: np.ndarray,
-                     model_hash: str) -> None:
+                     model_hash: str, model_info: dict | None = None) -> None:
     """data/detections_2d.parquet: subject, action, camera, frame, keypoints_px (J*2 image px),
-    scores (J); metadata joint_names, model_hash, image_size {camera: [w, h]}, units."""
+    scores (J); metadata joint_names, model_hash, image_size {camera: [w, h]}, units, and
+    ``model``: which network made them (architecture, depth, head, input_size) and how
+    (flip_test, decode, precision)."""
     from pose3d.data.io import write_table
 
     k = index.keys
@@ -387,14 +438,15 @@ def write_detections(path, index: CropIndex, keypoints_px: np.ndarray, scores: n
     meta = {"joint_names": list(index.meta.get("joint_names", JOINT_NAMES)), "model_hash": model_hash,
             "image_size": index.meta.get("image_size", {}), "units": "px",
             "keypoints": "full-image pixels (distorted, as in the video), x y per joint",
-            "scores": "heatmap peak per joint (flip-averaged)"}
+            "scores": "heatmap peak per joint (flip-averaged when model.flip_test)",
+            "model": dict(model_info or {})}
     write_table(path, cols, meta)
 
 
 def run_detection(model: PoseResNet, crops_h5, index: CropIndex, model_path, out_parquet, metrics_json,
                   figure_png, *, batch_size: int = 64, flip: bool = True, method: str = "dark",
                   sigma: float = 1.5, precision: str = "fp32", figure_crops: int = 16,
-                  seed: int = 0, progress: bool = True) -> dict:
+                  seed: int = 0, progress: bool = True, model_config: dict | None = None) -> dict:
     """Detect on every crop, write the detections Parquet, test-split metrics JSON and the figure.
 
     Returns the metrics dict (test split; every crop when there is no test split).
@@ -407,7 +459,12 @@ def run_detection(model: PoseResNet, crops_h5, index: CropIndex, model_path, out
     precision = resolve_precision(precision, device)
     kw = dict(flip=flip, method=method, sigma=sigma, precision=precision, channels_last=cl)
     keypoints, scores = detect_file(model, crops_h5, index, batch_size=batch_size, progress=progress, **kw)
-    write_detections(out_parquet, index, keypoints, scores, file_sha256(model_path))
+    info = {k: v for k, v in (model_config or {}).items()
+            if k in ("architecture", "depth", "deconv_channels", "deconv_kernel", "num_deconv", "input_size",
+                     "sigma")}
+    info.update({"input_size": int(index.crop_size), "flip_test": bool(flip), "decode": method,
+                 "precision": precision})
+    write_detections(out_parquet, index, keypoints, scores, file_sha256(model_path), info)
     test = index.keys["split"].to_numpy() == "test"
     if not test.any():
         test = np.ones(len(index), bool)

@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     try:
         index = read_crop_index(a.crops_index)
         model, config = pose2d.load_model(Path(a.model_dir), device=base.device)
+        if int(config.get("input_size", index.crop_size)) != index.crop_size:
+            raise DataError(f"{a.model_dir}/config.json: the model was trained on {config['input_size']} px "
+                            f"crops but {a.crops_index} holds {index.crop_size} px crops (extract.crop_size)")
     except (DataError, FileNotFoundError, KeyError, ValueError) as e:
         log.error("%s", e)
         return 1
@@ -45,7 +48,8 @@ def main(argv=None) -> int:
         result = pose2d.run_detection(model, a.crops_h5, index, Path(a.model_dir) / "model.pt", a.out,
                                       a.metrics, a.figure, batch_size=p.batch_size, flip=p.flip_test,
                                       method=p.decode, sigma=float(config.get("sigma", 1.5)),
-                                      precision=p.precision, figure_crops=p.figure_crops, seed=base.seed)
+                                      precision=p.precision, figure_crops=p.figure_crops, seed=base.seed,
+                                      model_config=config)
         seconds = time.perf_counter() - t0
         run.log_metrics({**pose2d.flat_metrics(result), "seconds": seconds,
                          "crops_per_s": len(index) / max(seconds, 1e-9)})

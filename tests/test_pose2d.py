@@ -136,6 +136,10 @@ def test_stages_end_to_end(tmp_path):
     import hashlib
     assert meta["model_hash"] == hashlib.sha256((model_dir / "model.pt").read_bytes()).hexdigest()
     assert meta["image_size"] == {"cam0": [160, 120], "cam1": [160, 120]}
+    # which model and input size made the detections
+    assert meta["model"] == {"architecture": "pose_resnet", "depth": 18, "deconv_channels": 16,
+                             "deconv_kernel": 4, "num_deconv": 3, "input_size": 32, "sigma": 1.0,
+                             "flip_test": True, "decode": "dark", "precision": "fp32"}
     assert table.num_rows == 2 * 2 * 6  # every crop of both subjects (train and test)
     df = table.to_pandas()
     assert sorted(set(df["subject"])) == ["S1", "S9"]
@@ -145,6 +149,17 @@ def test_stages_end_to_end(tmp_path):
     dm = json.loads((tmp_path / "detect_2d.json").read_text())
     assert dm["split"] == "test" and dm["num_crops"] == 2 * 6 and dm["num_detections"] == 24
     assert (tmp_path / "fig.png").stat().st_size > 1000
+    assert {"arm_swap_rate", "leg_swap_rate", "wrists_mean_px_error", "elbows_mean_px_error"} <= set(dm)
+    # a model trained on other crops than these is refused, naming both sizes; nothing is written
+    cfg = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**cfg, "input_size": 64}))
+    det.unlink()
+    rc = detect_2d.main(["--crops-h5", str(crops_h5), "--crops-index", str(crops_pq),
+                         "--model-dir", str(model_dir), "--out", str(det),
+                         "--metrics", str(tmp_path / "detect_2d.json"),
+                         "--figure", str(tmp_path / "fig.png"), "--params", str(params)])
+    assert rc == 1 and not det.exists()
+    (model_dir / "config.json").write_text(json.dumps(cfg))
     # a bad params key is an error naming it
     params.write_text(params.read_text().replace("epochs: 1", "epochz: 1"))
     with pytest.raises(SystemExit) as exc:
@@ -153,3 +168,67 @@ def test_stages_end_to_end(tmp_path):
                        "--metrics", str(tmp_path / "m.json"), "--curves", str(tmp_path / "c.csv"),
                        "--params", str(params)])
     assert exc.value.code == 2
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_resume_honours_the_lr_schedule(tmp_path, schedule):
+    """A run killed after epoch 2 and resumed gives the same epoch-3 lr, loss and weights as an
+    uninterrupted run: the schedule's position is restored from the checkpoint."""
+    crops, joints = _blob_crops(n=16, S=32)
+
+    def run(checkpoint, kill_at=None):
+        torch.manual_seed(0)
+        model = PoseResNet(PoseResNetConfig(depth=18, num_joints=3, deconv_channels=16))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        sched = pose2d.make_scheduler(opt, schedule, epochs=3, lr_steps=(1,), lr_factor=0.5)
+        cfg = TrainConfig(epochs=3, device="cpu", cpu_precision="fp32", seed=0, progress=False,
+                          checkpoint=checkpoint)
+        trainer = Trainer({"model": model}, {"model": opt}, {"model": sched}, config=cfg)
+        step = pose2d.make_step(stride=4, sigma=1.0)
+
+        def maybe_killed(ctx, batch, epoch):
+            if epoch == kill_at:
+                raise _Killed
+            return step(ctx, batch, epoch)
+
+        ds = CropDataset(crops, joints)
+        return trainer.fit(maybe_killed, pose2d.EpochBatches(ds, 8, seed=0), fingerprint="fp"), model
+
+    full, full_model = run(tmp_path / "a.pt")
+    with pytest.raises(_Killed):
+        run(tmp_path / "b.pt", kill_at=2)
+    resumed, resumed_model = run(tmp_path / "b.pt")
+    assert len(resumed) == 3
+    assert [h["lr_model"] for h in resumed] == [h["lr_model"] for h in full]
+    expected_lr = {"step": [5e-3, 5e-3, 5e-3], "cosine": [7.5e-3, 2.5e-3, 0.0]}[schedule]
+    assert [h["lr_model"] for h in full] == pytest.approx(expected_lr, abs=1e-12)
+    assert resumed[2]["train_loss"] == full[2]["train_loss"]
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_make_scheduler_rejects_unknown_schedule():
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+    with pytest.raises(ValueError, match="lr_schedule = 'linear'"):
+        pose2d.make_scheduler(opt, "linear", epochs=3)
+
+
+def test_left_right_swaps_and_group_errors():
+    gt = np.zeros((3, 17, 2))
+    li, ri = JOINT_NAMES.index("l_wrist"), JOINT_NAMES.index("r_wrist")
+    gt[:, li], gt[:, ri] = [40.0, 50.0], [60.0, 50.0]          # wrists 20 px apart
+    pred = gt.copy()
+    pred[1, [li, ri]] = pred[1, [ri, li]]                       # crop 1: wrists swapped
+    pred[2, li] = [48.0, 50.0]                                  # crop 2: 8 px off, still nearer its own
+    box = np.full(3, 100.0)
+    assert pose2d.left_right_swaps(pred, gt, box, ("elbow", "wrist")).tolist() == [False, True, False]
+    # joints closer than 0.1 box are not counted: which side is which is not visible
+    assert not pose2d.left_right_swaps(pred, gt, np.full(3, 300.0), ("wrist",)).any()
+    m = pose2d.pck_metrics(pred, gt, box, np.full(3, 512.0))
+    assert m["arm_swap_rate"] == pytest.approx(1 / 3) and m["leg_swap_rate"] == 0.0
+    assert m["wrists_mean_px_error"] == pytest.approx((2 * 20 + 8) / 6)
+    assert m["elbows_mean_px_error"] == 0.0

@@ -220,7 +220,9 @@ def pck_metrics(pred_px: np.ndarray, gt_px: np.ndarray, box_size: np.ndarray,
             out[f"{group}_mean_px_error"] = m(err[:, cols], valid[:, cols])
     for limb, members in SWAP_LIMBS.items():
         if all(f"{side}{n}" in names for n in members for side in ("l_", "r_")):
-            out[f"{limb}_swap_rate"] = float(np.mean(left_right_swaps(pred_px, gt_px, box[:, 0], members, names)))
+            for kind in ("swap", "confusion"):
+                out[f"{limb}_{kind}_rate"] = float(np.mean(
+                    left_right_swaps(pred_px, gt_px, box[:, 0], members, names, kind=kind)))
     return out
 
 
@@ -232,23 +234,34 @@ SWAP_LIMBS: dict[str, tuple[str, ...]] = {"arm": ("elbow", "wrist"), "leg": ("kn
 
 
 def left_right_swaps(pred_px: np.ndarray, gt_px: np.ndarray, box_size: np.ndarray,
-                     limb: tuple[str, ...], joint_names=JOINT_NAMES, min_separation: float = 0.1
-                     ) -> np.ndarray:
-    """(N,) bool: crops where a joint of ``limb`` (e.g. ("elbow", "wrist")) was predicted nearer
-    the ground truth of the opposite side than its own. Only joints whose left and right ground
-    truth lie at least ``min_separation * box_size`` apart count: closer than that, which side
-    is which is neither visible nor costly. pred_px, gt_px (N, J, 2); box_size (N,)."""
+                     limb: tuple[str, ...], joint_names=JOINT_NAMES, min_separation: float = 0.1,
+                     kind: str = "swap") -> np.ndarray:
+    """(N,) bool: crops whose left and right ``limb`` (e.g. ("elbow", "wrist")) were confused.
+
+    kind="swap": the two sides were exchanged: the left limb's predicted joints lie nearer the
+    right limb's ground truth than the left's (summed over the limb's joints), and the right
+    limb's nearer the left's. kind="confusion": any joint of the limb lies nearer the opposite
+    side's ground truth than its own (swaps, and both sides predicted on one limb, as happens
+    when one arm hides the other). Only crops whose left and right ground truth lie at least
+    ``min_separation * box_size`` apart (mean over the limb's joints) count: closer than that,
+    which side is which is neither visible nor costly. pred_px, gt_px (N, J, 2); box_size (N,).
+    """
+    if kind not in ("swap", "confusion"):
+        raise ValueError(f"kind = {kind!r}: expected 'swap' or 'confusion'")
     names = list(joint_names)
     pred, gt = np.asarray(pred_px, np.float64), np.asarray(gt_px, np.float64)
-    out = np.zeros(len(pred), bool)
-    for n in limb:
-        li, ri = names.index(f"l_{n}"), names.index(f"r_{n}")
-        apart = np.linalg.norm(gt[:, li] - gt[:, ri], axis=-1) >= min_separation * np.asarray(box_size)
-        for own, other in ((li, ri), (ri, li)):
-            d_own = np.linalg.norm(pred[:, own] - gt[:, own], axis=-1)
-            d_other = np.linalg.norm(pred[:, own] - gt[:, other], axis=-1)
-            out |= apart & (d_other < d_own)
-    return out
+    L = [names.index(f"l_{n}") for n in limb]
+    R = [names.index(f"r_{n}") for n in limb]
+
+    def dist(a, b):  # (N, len(limb))
+        return np.linalg.norm(pred[:, a] - gt[:, b], axis=-1)
+
+    apart = np.linalg.norm(gt[:, L] - gt[:, R], axis=-1).mean(-1) >= min_separation * np.asarray(box_size)
+    if kind == "swap":
+        crossed = (dist(L, R).sum(-1) < dist(L, L).sum(-1)) & (dist(R, L).sum(-1) < dist(R, R).sum(-1))
+    else:
+        crossed = ((dist(L, R) < dist(L, L)) | (dist(R, L) < dist(R, R))).any(-1)
+    return apart & crossed
 
 
 def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -279,10 +292,15 @@ def make_evaluate(crops: np.ndarray, index: CropIndex, image_width: np.ndarray, 
 
 
 # --------------------------------------------------------------------------- figure
+#: bone colours by side ("l_", "r_", "" = torso) for ground truth and prediction
+GT_COLOURS = {"": "lime", "r_": "lime", "l_": "cyan"}
+PRED_COLOURS = {"": "red", "r_": "red", "l_": "orange"}
+
+
 def draw_crop_grid(path: str | os.PathLike, crops: np.ndarray, pred_crop: np.ndarray,
                    gt_crop: np.ndarray, titles: list[str] | None = None, cols: int = 4) -> None:
-    """A grid of crops (n, S, S, 3) with predicted (red) and ground-truth (green) skeletons
-    (n, J, 2) in crop pixels; written atomically as PNG."""
+    """A grid of crops (n, S, S, 3) with predicted (red, left limbs orange) and ground-truth
+    (green, left limbs cyan) skeletons (n, J, 2) in crop pixels; written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -298,14 +316,15 @@ def draw_crop_grid(path: str | os.PathLike, crops: np.ndarray, pred_crop: np.nda
         if k >= n:
             continue
         ax.imshow(crops[k])
-        for pts, colour in ((gt_crop[k], "lime"), (pred_crop[k], "red")):
+        for pts, colours in ((gt_crop[k], GT_COLOURS), (pred_crop[k], PRED_COLOURS)):
             for j, p in enumerate(PARENTS):
                 if p >= 0:
+                    colour = colours[JOINT_NAMES[j][:2] if JOINT_NAMES[j][:2] in ("l_", "r_") else ""]
                     ax.plot([pts[j, 0], pts[p, 0]], [pts[j, 1], pts[p, 1]], "-", color=colour, lw=1.2)
-            ax.plot(pts[:, 0], pts[:, 1], ".", color=colour, ms=3)
+            ax.plot(pts[:, 0], pts[:, 1], ".", color=colours[""], ms=3)
         if titles:
             ax.set_title(titles[k], fontsize=7)
-    fig.suptitle("green: ground truth, red: prediction", fontsize=9)
+    fig.suptitle("ground truth: green (left limbs cyan); prediction: red (left limbs orange)", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")

@@ -149,7 +149,8 @@ def test_stages_end_to_end(tmp_path):
     dm = json.loads((tmp_path / "detect_2d.json").read_text())
     assert dm["split"] == "test" and dm["num_crops"] == 2 * 6 and dm["num_detections"] == 24
     assert (tmp_path / "fig.png").stat().st_size > 1000
-    assert {"arm_swap_rate", "leg_swap_rate", "wrists_mean_px_error", "elbows_mean_px_error"} <= set(dm)
+    assert {"arm_swap_rate", "arm_confusion_rate", "leg_swap_rate", "wrists_mean_px_error",
+            "elbows_mean_px_error"} <= set(dm)
     # a model trained on other crops than these is refused, naming both sizes; nothing is written
     cfg = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**cfg, "input_size": 64}))
@@ -225,10 +226,20 @@ def test_left_right_swaps_and_group_errors():
     pred[1, [li, ri]] = pred[1, [ri, li]]                       # crop 1: wrists swapped
     pred[2, li] = [48.0, 50.0]                                  # crop 2: 8 px off, still nearer its own
     box = np.full(3, 100.0)
-    assert pose2d.left_right_swaps(pred, gt, box, ("elbow", "wrist")).tolist() == [False, True, False]
+    pred[0, ri] = [41.0, 50.0]                                  # crop 0: both wrists on the left one
+    assert pose2d.left_right_swaps(pred, gt, box, ("wrist",)).tolist() == [False, True, False]
+    assert pose2d.left_right_swaps(pred, gt, box, ("wrist",), kind="confusion").tolist() == [True, True, False]
     # joints closer than 0.1 box are not counted: which side is which is not visible
-    assert not pose2d.left_right_swaps(pred, gt, np.full(3, 300.0), ("wrist",)).any()
+    assert not pose2d.left_right_swaps(pred, gt, np.full(3, 300.0), ("wrist",), kind="confusion").any()
+    with pytest.raises(ValueError, match="kind = 'both'"):
+        pose2d.left_right_swaps(pred, gt, box, ("wrist",), kind="both")
+    # arms = elbows + wrists: a swap exchanges the whole arm (crop 1), crop 0 only confuses a wrist
+    le, re = JOINT_NAMES.index("l_elbow"), JOINT_NAMES.index("r_elbow")
+    gt[:, le], gt[:, re] = [40.0, 90.0], [60.0, 90.0]
+    pred[:, le], pred[:, re] = gt[:, le], gt[:, re]
+    pred[1, [le, re]] = gt[1, [re, le]]
     m = pose2d.pck_metrics(pred, gt, box, np.full(3, 512.0))
-    assert m["arm_swap_rate"] == pytest.approx(1 / 3) and m["leg_swap_rate"] == 0.0
-    assert m["wrists_mean_px_error"] == pytest.approx((2 * 20 + 8) / 6)
-    assert m["elbows_mean_px_error"] == 0.0
+    assert m["arm_swap_rate"] == pytest.approx(1 / 3) and m["arm_confusion_rate"] == pytest.approx(2 / 3)
+    assert m["leg_swap_rate"] == 0.0 and m["leg_confusion_rate"] == 0.0
+    assert m["wrists_mean_px_error"] == pytest.approx((19 + 2 * 20 + 8) / 6)
+    assert m["elbows_mean_px_error"] == pytest.approx(2 * 20 / 6)

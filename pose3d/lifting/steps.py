@@ -166,12 +166,13 @@ def setup_repnet(p, train: FrameSet, seed: int) -> Setup:
         G, D = ctx.modules["gen"], ctx.modules["critic"]
         w = G.normalize_2d(b["x2d"][:, 0])
         real = b["real"][:, 0] / G.scale_3d
+        # G has no dropout and does not change during the critic steps: one forward serves both
+        # the critic's fakes (detached) and the generator's update below
+        X, K = G.generate(w)
+        fake = X.detach()
         for _ in range(p.critic_steps):
-            with torch.no_grad():
-                fake, _ = G.generate(w)
             loss_d = D(fake).mean() - D(real).mean() + p.gp_weight * gradient_penalty(D, real, fake)
             ctx.backward_step(loss_d, "critic")
-        X, K = G.generate(w)
         rep, cam, adv = reprojection_loss(w, X, K), camera_loss(K), -D(X).mean()
         wr = min(p.reproj_weight * p.reproj_growth ** epoch, max(p.reproj_max, p.reproj_weight))
         loss = p.adv_weight * adv + wr * rep + p.camera_weight * cam

@@ -91,7 +91,8 @@ def loso(args) -> str:
     lines = ["| held-out subject | model | frames | P1 all-17 (mm) | P2 all-17 (mm) | P1 13 reliable (mm) | P2 13 reliable (mm) | time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for model in args.models:
-        p = P.load(model, args.params)  # the model's params.yaml section; --epochs overrides
+        # the model's params.yaml section on GT 2D (real mocap has no images); --epochs overrides
+        p = dataclasses.replace(P.load(model, args.params), input_2d="gt")
         p = dataclasses.replace(p, epochs=args.epochs or p.epochs, train_stride=args.stride)
         for held in subjects:
             with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +119,7 @@ def semi(args) -> str:
                 ("1 labelled + unlabelled (reproj + GAN)", (one,), tuple(train[1:])),
                 ("1 labelled only", (one,), ())]
     for name, lab, unl in settings:
-        p = dataclasses.replace(P.load("temporal", args.params), labeled_subjects=lab,
+        p = dataclasses.replace(P.load("temporal", args.params), labeled_subjects=lab, input_2d="gt",
                                 unlabeled_subjects=unl, epochs=args.epochs or P.load("temporal", args.params).epochs)
         res = run_lift("temporal", p, _base(), mocap=mocap, cameras=cams, progress=False)
         rows.append(f"| {name} | {', '.join(lab) or 'all train'} | {', '.join(unl) or '-'} | "

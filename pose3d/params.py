@@ -210,9 +210,10 @@ class Base:
 class _LiftCommon:
     """Fields shared by the three lifters (each section carries its own copy)."""
 
-    #: 2D input: "gt" = the camera model's projection of the mocap (+ Gaussian noise_px),
-    #: "detections" = data/detections_2d.parquet.
-    input_2d: Literal["gt", "detections"] = "gt"
+    #: 2D input: "detections" = data/detections_2d.parquet (train subjects' own detections for
+    #: training, as with a real dataset), "gt" = the camera model's projection of the mocap
+    #: (+ Gaussian noise_px).
+    input_2d: Literal["gt", "detections"] = "detections"
     noise_px: float = 0.0
     #: rotate training poses about the vertical axis and re-project (virtual cameras)
     virtual_cameras: bool = True
@@ -239,6 +240,8 @@ class _LiftCommon:
 @section("martinez")
 @dataclass(frozen=True)  # explicit: the base is already a dataclass
 class Martinez(_LiftCommon):
+    epochs: int = 20
+    lr_decay: float = 0.93
     hidden: int = 1024
     num_blocks: int = 2
     dropout: float = 0.5
@@ -253,6 +256,9 @@ class Martinez(_LiftCommon):
 @section("repnet")
 @dataclass(frozen=True)  # explicit: the base is already a dataclass
 class RepNet(_LiftCommon):
+    epochs: int = 30
+    batch_size: int = 32            # RepNet's
+    lr: float = 2e-4
     hidden: int = 1000
     num_blocks: int = 2
     critic_hidden: int = 100
@@ -265,7 +271,7 @@ class RepNet(_LiftCommon):
     adv_weight: float = 1.0
     gp_weight: float = 10.0
     critic_steps: int = 2
-    critic_lr: float = 1e-4
+    critic_lr: float = 4e-4
 
     def validate(self, p):
         super().validate(p)
@@ -277,16 +283,20 @@ class RepNet(_LiftCommon):
 @section("temporal")
 @dataclass(frozen=True)  # explicit: the base is already a dataclass
 class Temporal(_LiftCommon):
-    filter_widths: tuple[int, ...] = (3, 3, 3)
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 3e-3
+    lr_decay: float = 0.965
+    filter_widths: tuple[int, ...] = (3, 3)
     causal: bool = False
-    dropout: float = 0.25
-    channels: int = 512
-    traj_channels: int = 256
+    dropout: float = 0.0
+    channels: int = 256
+    traj_channels: int = 128
     traj_weight: float = 1.0
     #: weight of a velocity term ||(y_t+1 - y_t) - (gt_t+1 - gt_t)|| on pairs of adjacent
     #: output frames (0 = VideoPose3D's MPJPE only); pairs are two strided windows one frame
     #: apart with the same augmentation, so batch_size windows are batch_size / 2 pairs
-    velocity_weight: float = 0.0
+    velocity_weight: float = 5.0
     #: semi-supervision: 3D labels only for labeled_subjects ([] = every train subject);
     #: unlabeled_subjects contribute 2D only (reprojection through the known intrinsics and
     #: the temporal discriminator). A subject may not be in both.
@@ -311,7 +321,7 @@ class Temporal(_LiftCommon):
 # ------------------------------------------------------------------ 2D pose (issue 4)
 @section("extract")
 class Extract:
-    crop_size: int = 128            # S: crops are S x S (the 2D network's input size)
+    crop_size: int = 96             # S: crops are S x S (the 2D network's input size)
     frame_stride: int = 1           # keep frames 0, k, 2k, ... of every video
     box_source: Literal["gt", "background"] = "gt"
     box_margin: float = 0.25        # square box side = max(w, h) of the person * (1 + margin)
@@ -333,24 +343,24 @@ class Extract:
 @section("pose2d")
 class Pose2D:
     depth: Literal[18, 34, 50, 101, 152] = 18
-    deconv_channels: int = 256
+    deconv_channels: int = 128
     deconv_kernel: Literal[2, 3, 4] = 4
     num_deconv: int = 3
     sigma: float = 1.5              # Gaussian target sigma, heatmap pixels
-    epochs: int = 6
+    epochs: int = 14
     batch_size: int = 32
-    lr: float = 1e-3                # Adam
+    lr: float = 2e-3                # Adam
     lr_schedule: Literal["step", "cosine"] = "step"  # step: lr_steps/lr_factor; cosine: lr -> 0 over epochs
-    lr_steps: tuple[int, ...] = (4, 5)  # epochs after which lr *= lr_factor (lr_schedule: step)
+    lr_steps: tuple[int, ...] = (10, 13)  # epochs after which lr *= lr_factor (lr_schedule: step)
     lr_factor: float = 0.1
     weight_decay: float = 0.0
-    max_train_crops: int = 2400     # 0 = every train crop; else an evenly spaced subset
+    max_train_crops: int = 0        # 0 = every train crop; else an evenly spaced subset
     val_max_crops: int = 256        # test-subject crops scored after every epoch
     channels_last: bool = True
     # augmentation
-    aug_scale: float = 0.25
-    aug_rotation: float = 30.0      # degrees (sigma; clipped at 2 sigma)
-    aug_rotation_prob: float = 0.6
+    aug_scale: float = 0.15
+    aug_rotation: float = 10.0      # degrees (sigma; clipped at 2 sigma)
+    aug_rotation_prob: float = 0.3
     aug_flip_prob: float = 0.5
     aug_color: float = 0.2
     aug_brightness: float = 0.2
@@ -410,8 +420,8 @@ class HG3DParams:
     lr: float = 1.0e-3
     sigma: float = 1.0      # heatmap Gaussian sigma, heatmap px
     depth_weight: float = 1.0
-    geo_weight: float = 0.1  # 0 turns the geometric constraint off
-    geo_groups: Literal["side", "limbs", "pairs", "all"] = "side"  # limbs: side without the hip/shoulder bones; pairs: the paper's 4 left/right groups
+    geo_weight: float = 0.02  # 0 turns the geometric constraint off
+    geo_groups: Literal["side", "limbs", "pairs", "all"] = "limbs"  # limbs: side without the hip/shoulder bones; pairs: the paper's 4 left/right groups
     flip: bool = True
     channels_last: bool = True
 
@@ -523,7 +533,7 @@ class Studio:
     actions: tuple[str, ...] = ("Directions", "Discussion", "Eating", "Greeting", "Phoning",
                                 "Photo", "Posing", "Purchases", "Sitting", "SittingDown",
                                 "Smoking", "Waiting", "WalkDog", "Walking", "WalkTogether")
-    seconds: float = 4.0          # per procedural sequence (mocap takes: at most max_seconds)
+    seconds: float = 3.0          # per procedural sequence (mocap takes: at most max_seconds)
     max_seconds: float = 10.0
     fps: float = 10.0
     width: int = 512

@@ -93,7 +93,7 @@ def _tiny(section, **kw):
     small = {"martinez": dict(hidden=32), "repnet": dict(hidden=32, critic_hidden=16, critic_kcs_hidden=32),
              "temporal": dict(filter_widths=(3, 3), channels=32, traj_channels=16)}
     cls = {"martinez": P.Martinez, "repnet": P.RepNet, "temporal": P.Temporal}[section]
-    return dataclasses.replace(cls(), **{"batch_size": 32, "epochs": 3, **small[section], **kw})
+    return dataclasses.replace(cls(), **{"input_2d": "gt", "batch_size": 32, "epochs": 3, **small[section], **kw})
 
 
 # --------------------------------------------------------------------------- data

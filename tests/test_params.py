@@ -168,3 +168,22 @@ def test_repo_params_yaml_sections_all_validate():
     assert "base" in checked
     for name in checked:
         load(name, path)
+
+
+def test_params_yaml_states_every_default_of_params_py():
+    """Each default exists once: params.yaml holds every key of every section with the value of
+    the params.py dataclass, so a default changed in one place and not the other fails here."""
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    mismatches = []
+    for name, cls in P.SECTIONS.items():
+        if name.startswith("_test"):
+            continue
+        assert name in data, f"params.yaml lacks section {name!r}"
+        section = data[name] or {}
+        missing = sorted({f.name for f in dataclasses.fields(cls)} - set(section))
+        assert not missing, f"params.yaml [{name}] lacks {missing}"
+        loaded, default = from_dict(cls, section, name), cls()
+        mismatches += [f"{name}.{f.name}: params.py {getattr(default, f.name)!r} != params.yaml "
+                       f"{getattr(loaded, f.name)!r}" for f in dataclasses.fields(cls)
+                       if getattr(default, f.name) != getattr(loaded, f.name)]
+    assert not mismatches, "\n".join(mismatches)

@@ -1,5 +1,6 @@
 """RepNet parts: KCS layer, camera and reprojection losses, critic, gradient penalty."""
 
+import pytest
 import torch
 
 from pose3d.geometry.rotations import random_rotation
@@ -54,6 +55,12 @@ def test_critic_and_gradient_penalty():
     real, fake = torch.randn(8, 17, 3), torch.randn(8, 17, 3)
     assert c(real).shape == (8,)
     gp = gradient_penalty(c, real, fake)
-    assert gp.ndim == 0 and gp.item() >= 0
+    assert gp.ndim == 0
     gp.backward()
     assert any(p.grad is not None for p in c.parameters())
+    # a linear critic <w, X> has gradient w at every interpolate: the penalty is (|w| - 1)^2
+    for norm, expected in ((3.0, 4.0), (1.0, 0.0), (0.5, 0.25)):
+        w = torch.randn(17 * 3, dtype=torch.float64)
+        w = w / w.norm() * norm
+        gp = gradient_penalty(lambda X: X.reshape(len(X), -1) @ w, real.double(), fake.double())
+        assert gp.item() == pytest.approx(expected, abs=1e-9)

@@ -3,7 +3,7 @@
     python benchmarks/pose2d_curves.py --png reports/figures/pose2d_learning_curves.png \
         LABEL:RUN_DIR:CROPS_PER_EPOCH:IMG_PER_S [...]
 
-RUN_DIR holds the ``curves.csv`` that ``stages/train_2d.py --curves`` wrote (one row per epoch:
+RUN_DIR holds the ``curves.csv`` (or is that CSV itself) that ``stages/train_2d.py --curves`` wrote (one row per epoch:
 val_pck_0.05, val_pck_0.1, val_mean_px_error, val_median_px_error on the validation crops).
 CROPS_PER_EPOCH turns epochs into samples seen; IMG_PER_S (the measured training rate of that
 crop size and precision on 2 threads) turns samples into CPU-minutes of an idle 2-core machine.
@@ -17,8 +17,9 @@ import csv
 from pathlib import Path
 
 
-def read_curve(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / "curves.csv", newline="") as f:
+def read_curve(run: Path) -> list[dict[str, float]]:
+    """A run folder's curves.csv, or a curves CSV given directly."""
+    with open(run if run.suffix == ".csv" else run / "curves.csv", newline="") as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
@@ -46,6 +47,7 @@ def main(argv=None) -> int:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         from pose3d.data.io import atomic_path
 
@@ -56,6 +58,9 @@ def main(argv=None) -> int:
         ax1.set(xlabel="training samples seen (thousands)", ylabel="validation mean error (px, 512 px frames)",
                 yscale="log", title="mean error")
         ax2.set(xlabel="training samples seen (thousands)", ylabel="PCK@0.1 (%)", ylim=(80, 100), title="PCK@0.1")
+        ax1.set_yticks([3, 4, 5, 6, 8, 10, 15, 20])
+        ax1.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
         ax1.legend(fontsize=8)

@@ -483,7 +483,10 @@ def test_native_dlt_redo_path_matches_eager():
     b = triangulate(uv, cams, compiled=True)
     assert torch.equal(a.used, b.used) and torch.equal(a.points_3d.isnan(), b.points_3d.isnan())
     assert torch.allclose(a.points_3d, b.points_3d, atol=1e-12, rtol=0, equal_nan=True)
-    assert torch.allclose(a.reprojection_error_px, b.reprojection_error_px, atol=1e-9, rtol=0, equal_nan=True)
+    # the redo path's points project far outside the images (errors up to ~1e9 px): compare
+    # relative there, absolute near zero (the compiler may contract a*b+c into an FMA)
+    assert torch.allclose(a.reprojection_error_px, b.reprojection_error_px, atol=1e-9, rtol=1e-12,
+                          equal_nan=True)
 
 
 def test_projection_jacobian_matches_projection_and_autograd():

@@ -49,12 +49,10 @@ def main(argv=None) -> int:
     results = []
     for flip in {"both": (False, True), "on": (True,), "off": (False,)}[a.flip]:
         t0 = time.perf_counter()
-        coords, _ = pose2d.predict_array(model, crops, batch_size=64, flip=flip, method="dark",
-                                         sigma=float(cfg.get("sigma", 1.5)), precision=precision,
-                                         channels_last=device.type == "cpu")
+        pred, m = pose2d.score_crops(model, crops, test, pose2d.image_widths(test), batch_size=64, flip=flip,
+                                     method="dark", sigma=float(cfg.get("sigma", 1.5)), precision=precision,
+                                     channels_last=device.type == "cpu")
         seconds = time.perf_counter() - t0
-        pred = apply_affine(test.crop_to_image.astype(np.float64), coords.astype(np.float64))
-        m = pose2d.pck_metrics(pred, test.gt_2d, box, pose2d.image_widths(test))
         row = {"model_dir": str(a.model_dir), "split": a.split, "flip_test": flip, "precision": precision,
                "crops_per_s": round(len(crops) / seconds, 1),
                **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items() if k != "per_joint"},

@@ -33,7 +33,7 @@ from pose3d.data.crops import (CropDataset, CropIndex, apply_affine, invert_affi
 from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_targets,
                              heatmap_to_crop, weighted_mse)
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
-from pose3d.skeleton import JOINT_NAMES, PARENTS
+from pose3d.skeleton import JOINT_NAMES, LEFT_JOINTS, PARENTS
 
 from pose3d.train import resolve_precision
 
@@ -275,26 +275,31 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def make_evaluate(crops: np.ndarray, index: CropIndex, image_width: np.ndarray, *, batch_size: int,
-                  flip: bool, method: str, sigma: float, precision: str, channels_last: bool):
-    """``evaluate(ctx, epoch)`` for the Trainer: PCK / pixel error on held-out crops."""
+def score_crops(model: PoseResNet, crops: np.ndarray, index: CropIndex, image_width: np.ndarray,
+                **predict_kw) -> tuple[np.ndarray, dict]:
+    """Predict the in-memory crops (N, S, S, 3) of ``index`` and score them in full-image pixels
+    -> (predictions (N, J, 2) image px, :func:`pck_metrics`). ``predict_kw`` go to
+    :func:`predict_array` (batch_size, flip, method, sigma, precision, channels_last)."""
+    coords, _ = predict_array(model, crops, **predict_kw)
+    pred = apply_affine(index.crop_to_image.astype(np.float64), coords.astype(np.float64))
     box = index.bbox_xyxy[:, 2] - index.bbox_xyxy[:, 0]
+    return pred, pck_metrics(pred, index.gt_2d, box, image_width)
+
+
+def make_evaluate(crops: np.ndarray, index: CropIndex, image_width: np.ndarray, **predict_kw):
+    """``evaluate(ctx, epoch)`` for the Trainer: PCK / pixel error on held-out crops."""
 
     def evaluate(ctx, epoch):
-        model = ctx.modules["model"]
-        coords, _ = predict_array(model, crops, batch_size=batch_size, flip=flip, method=method,
-                                  sigma=sigma, precision=precision, channels_last=channels_last)
-        pred = apply_affine(index.crop_to_image.astype(np.float64), coords.astype(np.float64))
-        m = pck_metrics(pred, index.gt_2d, box, image_width)
+        _, m = score_crops(ctx.modules["model"], crops, index, image_width, **predict_kw)
         return {f"val_{k}": v for k, v in m.items() if not isinstance(v, dict)}
 
     return evaluate
 
 
 # --------------------------------------------------------------------------- figure
-#: bone colours by side ("l_", "r_", "" = torso) for ground truth and prediction
-GT_COLOURS = {"": "lime", "r_": "lime", "l_": "cyan"}
-PRED_COLOURS = {"": "red", "r_": "red", "l_": "orange"}
+#: bone colours (torso and right limbs, left limbs) for ground truth and prediction
+GT_COLOURS = ("lime", "cyan")
+PRED_COLOURS = ("red", "orange")
 
 
 def draw_crop_grid(path: str | os.PathLike, crops: np.ndarray, pred_crop: np.ndarray,
@@ -319,9 +324,9 @@ def draw_crop_grid(path: str | os.PathLike, crops: np.ndarray, pred_crop: np.nda
         for pts, colours in ((gt_crop[k], GT_COLOURS), (pred_crop[k], PRED_COLOURS)):
             for j, p in enumerate(PARENTS):
                 if p >= 0:
-                    colour = colours[JOINT_NAMES[j][:2] if JOINT_NAMES[j][:2] in ("l_", "r_") else ""]
+                    colour = colours[j in LEFT_JOINTS]
                     ax.plot([pts[j, 0], pts[p, 0]], [pts[j, 1], pts[p, 1]], "-", color=colour, lw=1.2)
-            ax.plot(pts[:, 0], pts[:, 1], ".", color=colours[""], ms=3)
+            ax.plot(pts[:, 0], pts[:, 1], ".", color=colours[0], ms=3)
         if titles:
             ax.set_title(titles[k], fontsize=7)
     fig.suptitle("ground truth: green (left limbs cyan); prediction: red (left limbs orange)", fontsize=9)
@@ -379,9 +384,8 @@ def make_scheduler(opt: torch.optim.Optimizer, schedule: str, epochs: int, lr_st
 def fit(crops_h5, index: CropIndex, *, model_config: PoseResNetConfig, trainer_config, run=None,
         fingerprint: str = "", max_train_crops: int = 0, val_max_crops: int = 512,
         batch_size: int = 32, lr: float = 1e-3, lr_schedule: str = "step", lr_steps=(),
-        lr_factor: float = 0.1,
-        weight_decay: float = 0.0, sigma: float = 1.5, augmentation=None, flip_test: bool = True,
-        decode_method: str = "dark") -> tuple[PoseResNet, list[dict], dict]:
+        lr_factor: float = 0.1, weight_decay: float = 0.0, sigma: float = 1.5, augmentation=None,
+        flip_test: bool = True, decode_method: str = "dark") -> tuple[PoseResNet, list[dict], dict]:
     """Train pose_resnet on the train-split crops; validate on the test split after every epoch.
 
     Returns (model in eval mode, history, final validation metrics with per-joint values).
@@ -409,17 +413,19 @@ def fit(crops_h5, index: CropIndex, *, model_config: PoseResNetConfig, trainer_c
     history = trainer.fit(make_step(model_config.stride, sigma), EpochBatches(dataset, batch_size, trainer_config.seed),
                           evaluate, fingerprint=fingerprint)
     model.eval()
-    coords, _ = predict_array(model, val_crops, **kw)
-    pred = apply_affine(val_idx.crop_to_image.astype(np.float64), coords.astype(np.float64))
-    final = pck_metrics(pred, val_idx.gt_2d, val_idx.bbox_xyxy[:, 2] - val_idx.bbox_xyxy[:, 0], widths)
+    _, final = score_crops(model, val_crops, val_idx, widths, **kw)
     return model, history, final
 
 
 # --------------------------------------------------------------------------- detect stage
-def load_model(model_dir: Path, device: str = "auto") -> tuple[PoseResNet, dict]:
-    """models/pose2d/{model.pt, config.json} -> (model in eval mode on the device, config dict)."""
+def load_model(model_dir: Path, device: str = "auto", crop_size: int | None = None) -> tuple[PoseResNet, dict]:
+    """models/pose2d/{model.pt, config.json} -> (model in eval mode on the device, config dict).
+
+    ``crop_size``: the size of the crops it will see; a model trained on another size is a
+    :class:`~pose3d.data.io.DataError` naming both."""
     import json
 
+    from pose3d.data.io import DataError
     from pose3d.train import load_state, resolve_device
 
     model_dir = Path(model_dir)
@@ -427,6 +433,9 @@ def load_model(model_dir: Path, device: str = "auto") -> tuple[PoseResNet, dict]
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path}: model config not found")
     cfg = json.loads(cfg_path.read_text())
+    if crop_size is not None and int(cfg.get("input_size", crop_size)) != crop_size:
+        raise DataError(f"{cfg_path}: the model was trained on {cfg['input_size']} px crops, "
+                        f"these are {crop_size} px (extract.crop_size)")
     keys = ("depth", "num_joints", "deconv_channels", "deconv_kernel", "num_deconv")
     model = PoseResNet(PoseResNetConfig(**{k: int(cfg[k]) for k in keys}))
     model.load_state_dict(load_state(model_dir / "model.pt"))
@@ -435,6 +444,10 @@ def load_model(model_dir: Path, device: str = "auto") -> tuple[PoseResNet, dict]
     if dev.type == "cpu":
         model.to(memory_format=torch.channels_last)
     return model, cfg
+
+
+#: the keys of models/pose2d/config.json recorded in the detections' metadata ``model``
+MODEL_INFO_KEYS = ("architecture", "depth", "deconv_channels", "deconv_kernel", "num_deconv", "input_size", "sigma")
 
 
 def write_detections(path, index: CropIndex, keypoints_px: np.ndarray, scores: np.ndarray,
@@ -478,9 +491,7 @@ def run_detection(model: PoseResNet, crops_h5, index: CropIndex, model_path, out
     precision = resolve_precision(precision, device)
     kw = dict(flip=flip, method=method, sigma=sigma, precision=precision, channels_last=cl)
     keypoints, scores = detect_file(model, crops_h5, index, batch_size=batch_size, progress=progress, **kw)
-    info = {k: v for k, v in (model_config or {}).items()
-            if k in ("architecture", "depth", "deconv_channels", "deconv_kernel", "num_deconv", "input_size",
-                     "sigma")}
+    info = {k: v for k, v in (model_config or {}).items() if k in MODEL_INFO_KEYS}
     info.update({"input_size": int(index.crop_size), "flip_test": bool(flip), "decode": method,
                  "precision": precision})
     write_detections(out_parquet, index, keypoints, scores, file_sha256(model_path), info)

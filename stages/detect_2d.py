@@ -36,10 +36,7 @@ def main(argv=None) -> int:
     flat = s.flat
     try:
         index = read_crop_index(a.crops_index)
-        model, config = pose2d.load_model(Path(a.model_dir), device=base.device)
-        if int(config.get("input_size", index.crop_size)) != index.crop_size:
-            raise DataError(f"{a.model_dir}/config.json: the model was trained on {config['input_size']} px "
-                            f"crops but {a.crops_index} holds {index.crop_size} px crops (extract.crop_size)")
+        model, config = pose2d.load_model(Path(a.model_dir), device=base.device, crop_size=index.crop_size)
     except (DataError, FileNotFoundError, KeyError, ValueError) as e:
         log.error("%s", e)
         return 1

@@ -54,8 +54,8 @@ def main(argv=None) -> int:
         model, history, final = pose2d.fit(
             a.crops_h5, index, model_config=model_config, trainer_config=trainer_config, run=run,
             fingerprint=fp, max_train_crops=p.max_train_crops, val_max_crops=p.val_max_crops,
-            batch_size=p.batch_size, lr=p.lr, lr_schedule=p.lr_schedule, lr_steps=p.lr_steps, lr_factor=p.lr_factor,
-            weight_decay=p.weight_decay, sigma=p.sigma, augmentation=aug, flip_test=p.flip_test,
+            batch_size=p.batch_size, lr=p.lr, lr_schedule=p.lr_schedule, lr_steps=p.lr_steps,
+            lr_factor=p.lr_factor, weight_decay=p.weight_decay, sigma=p.sigma, augmentation=aug, flip_test=p.flip_test,
             decode_method=p.decode)
         save_model(a.model_dir, model, {**model_config.to_dict(), "input_size": index.crop_size,
                                         "sigma": p.sigma, "architecture": "pose_resnet"})

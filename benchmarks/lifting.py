@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -30,8 +29,7 @@ from pose3d import params as P
 from pose3d.data.io import Sequence, save_cameras, write_mocap
 from pose3d.geometry.camera import Camera
 from pose3d.geometry.rotations import look_at
-from pose3d.lifting.data import build_frames
-from pose3d.lifting.pipeline import predict, run_lift, score
+from pose3d.lifting.pipeline import run_lift, score
 
 REPO = Path(__file__).resolve().parents[1]
 NPZ = REPO.parent / "shared" / "data" / "real-mocap" / "real_mocap_h36m17.npz"

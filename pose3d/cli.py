@@ -1,21 +1,31 @@
-"""What every stage script does first: logging, SIGTERM handling, typed params, device.
+"""The one shape of a stage script: arguments, logging, typed params, tracking, one error policy.
 
-    s = cli.setup("triangulate", args.params)     # exits 2 on a params problem
-    with tracking.stage_run("triangulate@ransac", params=s.flat, base=s.base) as run: ...
+    def main(argv=None) -> int:
+        return cli.run_stage(__doc__, "triangulate", ARGS, triangulate.run_stage, argv=argv,
+                             name=lambda a: f"triangulate@{a.method}")
 
-``s.flat`` holds the section's params flattened as ``section.key``, ready for MLflow.
-Data stages that declare only ``base.mlflow*`` pass ``device=False``. ``base.num_threads`` (when > 0) is applied to torch here, once.
+:func:`run_stage` parses ``ARGS`` (flag -> argparse keywords) plus ``--params``, loads the
+params section (a callable picks it from the arguments, e.g. ``lift --model repnet``) and
+``base``, applies ``base.num_threads``, opens the MLflow run (params logged as
+``section.key``) and calls ``body(setup, args, run)``, which returns the line to log.
+
+Errors: a params problem (unknown key, wrong type, out of range) or an unusable device exits 2
+before anything is read; a :class:`~pose3d.data.io.DataError` (bad or missing input, named in
+the message) is logged and exits 1, its MLflow run marked FAILED. Every output is written
+atomically, so a failed stage leaves no half-written file.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 
 from pose3d import params, tracking
+from pose3d.data.io import DataError
 from pose3d.train import resolve_device
 
 log = logging.getLogger("pose3d.stage")
@@ -26,7 +36,7 @@ class StageSetup:
     params: Any  # the section's frozen dataclass
     base: params.Base
     device: torch.device
-    flat: dict[str, Any]
+    flat: dict[str, Any]  # section.key -> value (and base.key), for MLflow
 
 
 def setup_logging() -> None:
@@ -36,8 +46,8 @@ def setup_logging() -> None:
 def setup(section: str, params_path: str = "params.yaml", device: bool = True) -> StageSetup:
     """Configure logging and signals, load ``section`` + ``base`` and resolve the device.
 
-    A params error (unknown key, wrong type, out of range) or an unusable device is logged
-    with the key and value, and the stage exits with status 2 before writing anything.
+    A params error or an unusable device is logged with the key and value, and the stage
+    exits with status 2 before writing anything.
     """
     setup_logging()
     tracking.install_signal_handlers()
@@ -51,4 +61,30 @@ def setup(section: str, params_path: str = "params.yaml", device: bool = True) -
     if base.num_threads:
         torch.set_num_threads(base.num_threads)
     flat = {f"{section}.{k}": v for k, v in params.as_flat_dict(p).items()}
+    flat.update({f"base.{k}": v for k, v in params.as_flat_dict(base).items()})
     return StageSetup(p, base, dev, flat)
+
+
+Body = Callable[[StageSetup, argparse.Namespace, tracking.Run], str]
+
+
+def run_stage(doc: str, section: str | Callable[[argparse.Namespace], str],
+              arguments: Mapping[str, Mapping[str, Any]], body: Body, *, argv=None,
+              name: str | Callable[[argparse.Namespace], str] | None = None, device: bool = True) -> int:
+    """Run one stage (see the module docstring); returns the exit status."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, kw in arguments.items():
+        ap.add_argument(flag, **kw)
+    ap.add_argument("--params", default="params.yaml")
+    a = ap.parse_args(argv)
+    section = section(a) if callable(section) else section
+    stage = name(a) if callable(name) else (name or section)
+    s = setup(section, a.params, device=device)
+    try:
+        with tracking.stage_run(stage=stage, params=s.flat, base=s.base) as run:
+            summary = body(s, a, run)
+    except (DataError, params.ParamsError) as e:
+        log.error("%s: %s", stage, e)
+        return 1
+    log.info("%s: %s", stage, summary)
+    return 0

@@ -2,10 +2,8 @@
 
 One entry point per step, each a plain function over arrays and tables:
 
-* :func:`load_predictions` reads ``data/predictions/<method>.parquet`` (columns subject,
-  action, camera, frame, ``joints_3d`` = J*3 float32 metres; metadata ``joint_names``,
-  ``method``, ``coord_frame`` = camera | world | reference_camera, ``reference_camera``,
-  ``root_relative``, ``units`` = "m") and reorders joints to H36M-17 by name.
+* :func:`pose3d.data.contracts.read_predictions` reads ``data/predictions/<method>.parquet``
+  (the contract is documented there) with joints in H36M-17 order.
 * :class:`GroundTruth` joins rows to ``mocap.h5`` by (subject, action, frame) and, for
   camera-frame tables, maps the world poses into that camera (``x_cam = R x_world + t``).
 * :func:`evaluate_predictions` computes, per row and batched in torch, MPJPE (protocol 1,
@@ -45,7 +43,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence as Seq
 
@@ -54,16 +52,14 @@ import pandas as pd
 import torch
 
 from pose3d import metrics
-from pose3d.data.io import (DataError, Sequence, atomic_path, column_points, load_cameras, read_mocap,
-                            read_table, video_path, write_json)
+from pose3d.data.contracts import Predictions, read_detections, read_predictions
+from pose3d.data.io import DataError, Sequence, atomic_path, load_cameras, read_mocap, video_path, write_json
 from pose3d.geometry.camera import Camera, camera_to_world, world_to_camera
 from pose3d.geometry.procrustes import apply_similarity, similarity_procrustes
-from pose3d.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, ROOT, reorder
+from pose3d.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS
 
 log = logging.getLogger(__name__)
 
-COORD_FRAMES = ("camera", "world", "reference_camera")
-KEY_COLUMNS = ("subject", "action", "camera", "frame")
 #: per-row metric columns of :attr:`MethodResult.frames` (mm or fractions)
 FRAME_METRICS = ("mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "pck3d", "auc")
 
@@ -83,75 +79,6 @@ PUBLISHED: dict[str, dict] = {
     "hg3d": {"p1_mm": None, "p2_mm": None,
              "source": "pose-hg-3d (Zhou et al. 2017); no number stated by the seed"},
 }
-
-
-# --------------------------------------------------------------------------- loading
-@dataclass(frozen=True)
-class Predictions:
-    """One method's predictions, joints in H36M-17 order (NaN where the file lacks a joint)."""
-
-    path: Path
-    method: str
-    coord_frame: str  # camera | world | reference_camera
-    reference_camera: str | None
-    root_relative: bool
-    keys: pd.DataFrame  # subject, action, camera ("" for world frames), frame (int64)
-    joints: np.ndarray  # (N, J, 3) float32 metres
-    meta: Mapping = field(default_factory=dict)
-
-
-def load_predictions(path: str | Path) -> Predictions:
-    """Read and validate one predictions Parquet file; every error names the file."""
-    path = Path(path)
-    table, meta = read_table(path)  # DataError on a missing/unreadable file
-    cols = set(table.column_names)
-    missing = [c for c in ("subject", "action", "frame", "joints_3d") if c not in cols]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing} (has {sorted(cols)})")
-    names = tuple(meta.get("joint_names") or ())
-    if not names:
-        raise DataError(f"{path}: metadata has no joint_names")
-    unknown = [n for n in names if n not in JOINT_INDEX]
-    if len(unknown) == len(names):
-        raise DataError(f"{path}: none of joint_names {list(names)} is an H36M-17 joint name")
-    coord = meta.get("coord_frame", meta.get("frame"))
-    if coord not in COORD_FRAMES:
-        raise DataError(f"{path}: metadata coord_frame = {coord!r}, expected one of {list(COORD_FRAMES)}")
-    ref = meta.get("reference_camera")
-    if coord == "reference_camera" and not ref:
-        raise DataError(f"{path}: coord_frame is reference_camera but metadata names no reference_camera")
-    units = meta.get("units", "m")
-    if units != "m":
-        raise DataError(f"{path}: units = {units!r}; predictions must be in metres ('m')")
-    try:
-        joints = column_points(table, "joints_3d", (len(names), 3))
-    except ValueError as e:
-        raise DataError(f"{path}: joints_3d does not hold {len(names)}*3 values per row ({e})") from e
-    if names != JOINT_NAMES:
-        joints = reorder(joints, names, JOINT_NAMES)
-    if np.isnan(joints[:, ROOT]).all() and len(joints):
-        raise DataError(f"{path}: no pelvis (root) joint; every metric needs it")
-    n = table.num_rows
-    keys = pd.DataFrame({
-        "subject": np.asarray(table.column("subject").to_pylist(), dtype=object).astype(str),
-        "action": np.asarray(table.column("action").to_pylist(), dtype=object).astype(str),
-        "camera": (np.asarray(table.column("camera").to_pylist(), dtype=object).astype(str)
-                   if "camera" in cols else np.full(n, "", dtype=object).astype(str)),
-        "frame": np.asarray(table.column("frame").to_pylist(), dtype=np.int64) if n else
-        np.zeros(0, np.int64),
-    })
-    if coord == "camera" and (keys["camera"] == "").any():
-        raise DataError(f"{path}: coord_frame is camera but some rows have an empty camera name")
-    dup = keys.duplicated(list(KEY_COLUMNS))
-    if dup.any():
-        first = keys[dup].iloc[0].to_dict()
-        raise DataError(f"{path}: {int(dup.sum())} duplicated rows, e.g. {first}")
-    if n == 0:
-        raise DataError(f"{path}: no rows")
-    method = str(meta.get("method") or path.stem)
-    return Predictions(path=path, method=method, coord_frame=coord, reference_camera=ref,
-                       root_relative=bool(meta.get("root_relative", False)), keys=keys,
-                       joints=joints.astype(np.float32), meta=meta)
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -412,7 +339,7 @@ def evaluate_predictions(preds: Predictions, gt: GroundTruth, split: str = "test
 
 def evaluate_files(paths: Seq[str | Path], gt: GroundTruth, **kwargs) -> list[MethodResult]:
     """Load and evaluate every predictions file (all are loaded first, so a bad file fails fast)."""
-    loaded = [load_predictions(p) for p in paths]
+    loaded = [read_predictions(p) for p in paths]
     methods = [p.method for p in loaded]
     dup = sorted({m for m in methods if methods.count(m) > 1})
     if dup:
@@ -683,28 +610,20 @@ def load_stage_metrics(paths: Seq[str | Path]) -> dict[str, dict]:
 
 
 def detection_frame(detections: str | Path, subject: str, action: str, camera: str, frame: int
-                    ) -> tuple[dict, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """The detections row nearest to (subject, action, camera, frame) -> (key, kp (J,2), scores (J,), names).
+                    ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The detections row nearest to (subject, action, camera, frame) -> (key, kp (J,2), scores (J,)).
 
     Falls back to the same sequence on any camera, then to the first row of the file.
     """
-    table, meta = read_table(detections)
-    for c in ("subject", "action", "camera", "frame", "keypoints_px"):
-        if c not in table.column_names:
-            raise DataError(f"{detections}: missing column {c!r}")
-    names = tuple(meta.get("joint_names") or JOINT_NAMES)
-    keys = table.select(["subject", "action", "camera", "frame"]).to_pandas()
+    det = read_detections(detections)
+    keys = det.keys
     if len(keys) == 0:
         raise DataError(f"{detections}: no rows")
     same = (keys["subject"] == subject) & (keys["action"] == action)
     pick = same & (keys["camera"] == camera) if camera else same
     cand = keys[pick] if pick.any() else (keys[same] if same.any() else keys)
     i = int((cand["frame"] - frame).abs().idxmin())
-    row = table.slice(i, 1)
-    kp = column_points(row, "keypoints_px", (len(names), 2))[0]
-    scores = (column_points(row, "scores", (len(names),))[0] if "scores" in table.column_names
-              else np.ones(len(names), np.float32))
-    return keys.iloc[i].to_dict(), kp, scores, names
+    return keys.iloc[i].to_dict(), det.keypoints[i], det.scores[i]
 
 
 def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[str | Path],
@@ -782,10 +701,10 @@ def _detections_figure(viz, gt: GroundTruth, detections, videos_dir, subject: st
     """
     note = []
     if detections is not None:
-        key, kp, scores, names = detection_frame(detections, subject, action, camera, frame)
+        key, kp, scores = detection_frame(detections, subject, action, camera, frame)
         subject, action, camera, frame = key["subject"], key["action"], key["camera"], int(key["frame"])
     else:
-        kp, scores, names = None, None, JOINT_NAMES
+        kp, scores = None, None
         note.append("no detections: ground truth projection")
     cams = gt.cameras.get(subject, {})
     cam = cams.get(camera) or (next(iter(cams.values())) if cams else None)
@@ -805,4 +724,4 @@ def _detections_figure(viz, gt: GroundTruth, detections, videos_dir, subject: st
     if kp is None:
         kp, gt_kp = gt_kp, None
     title = f"{subject}/{action} {camera} frame {frame}" + (f" ({'; '.join(note)})" if note else "")
-    viz.overlay_2d(img, kp, out, scores=scores, gt_kp=gt_kp, joint_names=names, title=title)
+    viz.overlay_2d(img, kp, out, scores=scores, gt_kp=gt_kp, title=title)

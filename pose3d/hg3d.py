@@ -28,16 +28,30 @@ Glossary: N samples, J joints, E bones, H/W heatmap size.
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
+import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
+import pandas as pd
 import torch
 
-from pose3d.geometry.camera import pixels_to_normalized, undistort_points
+from pose3d.data.contracts import write_predictions
+from pose3d.data.crops import apply_affine, invert_affine, normalize_images, read_crop_index, read_crops
+from pose3d.data.io import DataError, file_digest, load_cameras, read_mocap
+from pose3d.geometry.camera import pixels_to_normalized, undistort_points, world_to_camera
 from pose3d.geometry.shapes import check_shape
-from pose3d.skeleton import BONES, JOINT_NAMES, ROOT, bone_group, bone_lengths
+from pose3d.heatmaps import crop_to_heatmap, decode, gaussian_targets, heatmap_to_crop, weighted_mse
+from pose3d.metrics import mpjpe, pa_mpjpe
+from pose3d.models.hg3d import HG3D, HG3DConfig, read_depth
+from pose3d.skeleton import BONES, FLIP_PERM, JOINT_NAMES, ROOT, bone_group, bone_lengths
+from pose3d.train import Trainer, TrainConfig, load_state, save_model
+
+log = logging.getLogger(__name__)
 
 GeoGroups = Literal["side", "limbs", "pairs", "all"]
 
@@ -196,9 +210,8 @@ class HG3DData:
     x_cam (N, J, 3) GT camera-frame joints (m); crop_to_image (N, 2, 3) input px -> image px;
     K (N, 3, 3), dist (N, 5).
     """
-
     images: np.ndarray
-    keys: "pd.DataFrame"
+    keys: pd.DataFrame
     joints_hm: np.ndarray
     rays: np.ndarray
     k: np.ndarray
@@ -229,13 +242,7 @@ def load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size: int, 
     """Read the extract stage's crops and the studio's mocap/cameras for ``subjects`` (None =
     all; with ``include_test`` every test-split crop too), keeping every ``frame_stride``-th
     training crop; resize crops to ``input_size``."""
-    import cv2
-    import pandas as pd
 
-    from pose3d.data.crops import apply_affine, invert_affine, read_crop_index, read_crops
-    from pose3d.data.io import DataError, load_cameras, read_mocap
-    from pose3d.geometry.camera import world_to_camera
-    from pose3d.heatmaps import crop_to_heatmap
 
     index = read_crop_index(crops_parquet)
     test = (index.keys["split"] == "test").to_numpy()
@@ -333,8 +340,6 @@ def _flip_batch(batch: dict, W: int) -> dict:
     whose bone lengths are those of its mirror image up to the left/right swap, so the
     geometric loss of a flipped sample is that of the unflipped pose (left/right groups swapped).
     """
-    from pose3d.skeleton import FLIP_PERM
-
     mask = batch["flip"]
     perm = list(FLIP_PERM)
     out = dict(batch)
@@ -356,8 +361,6 @@ def hg3d_losses(model, batch: dict, *, sigma: float, depth_weight: float, geo_we
     """One step's loss. ``batch``: images (B, 3, S, S), joints_hm (B, J, 2), depth (B, J)
     (module unit; see :func:`_flip_batch` for flipped samples), rays (B, J, 3),
     k (B,), has_3d (B,) bool. Returns (total loss, parts for the curves)."""
-    from pose3d.heatmaps import gaussian_targets, weighted_mse
-    from pose3d.models.hg3d import read_depth
 
     heatmaps, depth_maps = model(batch["images"])
     B, J, H, W = heatmaps.shape
@@ -398,10 +401,6 @@ def predict(model, data: HG3DData, rows: np.ndarray, ref_lengths: torch.Tensor, 
     decoded heatmap coords and ``pose_gt2d`` (n, J, 3): the GT 2D back-projected with the depth
     read at the GT 2D (the depth branch's own error, free of the 2D error; a diagnostic).
     """
-    from pose3d.data.crops import apply_affine, normalize_images
-    from pose3d.heatmaps import decode, heatmap_to_crop
-    from pose3d.models.hg3d import read_depth
-
     model.eval()
     out: dict[str, list[np.ndarray]] = {"pose": [], "hm_xy": [], "pose_gt2d": []}
 
@@ -437,7 +436,6 @@ NUM_JOINTS_OUT = len(JOINT_NAMES)
 
 def score(pred: np.ndarray, data: HG3DData, rows: np.ndarray) -> dict[str, float]:
     """MPJPE (protocol 1) and P-MPJPE (protocol 2) in mm against the GT camera-frame joints."""
-    from pose3d.metrics import mpjpe, pa_mpjpe
 
     p = torch.from_numpy(pred).double()
     g = torch.from_numpy(data.x_cam[rows]).double()
@@ -493,9 +491,6 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
     Returns (canonical bone lengths (E,) m, per-epoch history, per-phase test metrics
     ``{phase: {mpjpe_mm, pa_mpjpe_mm}}`` on ``opts.eval_max`` evenly spaced test crops).
     """
-    from pose3d.data.crops import normalize_images
-    from pose3d.train import Trainer
-
     keys = data.keys
     train_mask = (keys["split"] == "train").to_numpy()
     is3d = keys["subject"].isin(list(opts.subjects_3d)).to_numpy() & train_mask
@@ -572,25 +567,12 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
     return ref_lengths, history, phase_metrics
 
 
-def write_predictions(path, pred: np.ndarray, keys) -> None:
-    """data/predictions/hg3d.parquet: one row per (subject, action, camera, frame), ``joints_3d``
-    (J*3) root-relative camera-frame metres."""
-    from pose3d.data.io import write_table
-
-    write_table(path, {"subject": keys["subject"].tolist(), "action": keys["action"].tolist(),
-                       "camera": keys["camera"].tolist(),
-                       "frame": keys["frame"].to_numpy().astype(np.int64), "joints_3d": pred},
-                {"method": "hg3d", "coord_frame": "camera", "frame": "camera", "root_relative": True,
-                 "units": "m", "joint_names": list(JOINT_NAMES)})
-
-
 # =====================================================================================
 # The whole stage: load, train the three phases, predict the test subjects, save
 # =====================================================================================
-def configs_from_params(p) -> tuple["HG3DConfig", HG3DTrainOptions]:
+def configs_from_params(p) -> tuple[HG3DConfig, HG3DTrainOptions]:
     """params section ``hg3d`` -> (model config, training options): the one adapter the stage
     and the benchmark share."""
-    from pose3d.models.hg3d import HG3DConfig
 
     cfg = HG3DConfig(resnet_depth=p.resnet_depth, depth_channels=p.depth_channels,
                      depth_blocks=p.depth_blocks)
@@ -600,20 +582,6 @@ def configs_from_params(p) -> tuple["HG3DConfig", HG3DTrainOptions]:
         lr=p.lr, sigma=p.sigma, depth_weight=p.depth_weight, geo_weight=p.geo_weight,
         geo_groups=p.geo_groups, samples_per_epoch=p.samples_per_epoch, flip=p.flip)
     return cfg, opts
-
-
-def _file_digest(*paths) -> str:
-    import hashlib
-    from pathlib import Path
-
-    h = hashlib.sha256()
-    for path in paths:
-        if path is None:
-            continue
-        path = Path(path)
-        h.update(path.name.encode())
-        h.update(path.read_bytes() if path.stat().st_size < 256 << 20 else str(path.stat().st_size).encode())
-    return h.hexdigest()[:16]
 
 
 def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, opts: HG3DTrainOptions,
@@ -627,16 +595,6 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
     crops, the final ``mpjpe_mm`` / ``pa_mpjpe_mm`` on every ``test_stride``-th test crop (the
     stage: all of them), crop counts and seconds (load, train, predict, total).
     """
-    import json
-    import logging
-    import time
-    from pathlib import Path
-
-    from pose3d.data.io import atomic_path
-    from pose3d.models.hg3d import HG3D
-    from pose3d.train import TrainConfig, load_state, save_model
-
-    log = logging.getLogger("hg3d")
     t0 = time.time()
     init_digest = None
     if pose2d_dir is not None:
@@ -660,7 +618,7 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
                      subjects=list(opts.subjects_3d) + list(opts.subjects_2d_only),
                      frame_stride=frame_stride)
     log.info("hg3d: %d crops loaded in %.1f s", len(data), time.time() - t0)
-    fp = f"{fingerprint}:{_file_digest(crops_parquet, init_digest)}"
+    fp = f"{fingerprint}:{file_digest(crops_parquet, init_digest)}"
     t_load = time.time() - t0
     tc = TrainConfig(epochs=opts.schedule.total, device=device, cpu_precision=cpu_precision,
                      channels_last=channels_last, seed=seed,
@@ -686,7 +644,8 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
                "seconds_load": round(t_load, 1), "seconds_train": round(t_train, 1),
                "seconds_predict": round(t_predict, 1)}
     if predictions is not None:
-        write_predictions(predictions, pred, data.keys.iloc[test_rows])
+        write_predictions(predictions, data.keys.iloc[test_rows], pred, method="hg3d",
+                          coord_frame="camera", root_relative=True)
     if model_dir is not None:
         model.to("cpu")
         save_model(model_dir, model, {**model_config.to_dict(), "input_size": input_size,

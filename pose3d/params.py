@@ -270,11 +270,16 @@ class RepNet(_LiftCommon):
     camera_weight: float = 1.0
     adv_weight: float = 1.0
     gp_weight: float = 10.0
+    #: lazy regularisation: the gradient penalty on every gp_every-th critic step, weighted x gp_every
+    gp_every: int = 1
     critic_steps: int = 2
     critic_lr: float = 4e-4
+    #: input 2D scale: one global RMS radius (global) or each pose's own (sample)
+    norm_2d: Literal["global", "sample"] = "global"
 
     def validate(self, p):
         super().validate(p)
+        require(self.gp_every >= 1, f"{p}.gp_every", self.gp_every, "must be >= 1")
         require(self.reproj_weight >= 0, f"{p}.reproj_weight", self.reproj_weight, "must be >= 0")
         require(self.reproj_growth >= 1, f"{p}.reproj_growth", self.reproj_growth, "must be >= 1")
         require(self.critic_steps >= 1, f"{p}.critic_steps", self.critic_steps, "must be >= 1")

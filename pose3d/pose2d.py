@@ -17,25 +17,24 @@ Glossary: N crops, B batch, J joints, S crop size, H/W heatmap size, stride = S 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pose3d.data.crops import (CropDataset, CropIndex, apply_affine, invert_affine,
-                               iter_crop_blocks, normalize_images)
+from pose3d.data.contracts import write_detections
+from pose3d.data.crops import (NO_AUGMENTATION, CropDataset, CropIndex, apply_affine,
+                               iter_crop_blocks, normalize_images, read_crops)
+from pose3d.data.io import DataError, atomic_path, file_digest, write_json
 from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_targets,
                              heatmap_to_crop, weighted_mse)
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.skeleton import JOINT_NAMES, LEFT_JOINTS, PARENTS
-
-from pose3d.train import resolve_precision
+from pose3d.train import Trainer, load_state, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +173,6 @@ def detect_file(model: PoseResNet, crops_h5: str | os.PathLike, index: CropIndex
     return keypoints.astype(np.float32), scores_by_row
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- metrics
 def pck_metrics(pred_px: np.ndarray, gt_px: np.ndarray, box_size: np.ndarray,
                 image_width: np.ndarray, joint_names=JOINT_NAMES) -> dict:
@@ -311,7 +302,6 @@ def draw_crop_grid(path: str | os.PathLike, crops: np.ndarray, pred_crop: np.nda
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pose3d.data.io import atomic_path
 
     n = len(crops)
     rows = max(1, -(-n // cols))
@@ -390,9 +380,6 @@ def fit(crops_h5, index: CropIndex, *, model_config: PoseResNetConfig, trainer_c
 
     Returns (model in eval mode, history, final validation metrics with per-joint values).
     """
-    from pose3d.data.crops import NO_AUGMENTATION, read_crops
-    from pose3d.train import Trainer
-
     train_idx, val_idx = split_crops(index, max_train_crops, val_max_crops)
     log.info("train_2d: %d train crops, %d validation crops (of %d)", len(train_idx), len(val_idx), len(index))
     train_crops = read_crops(crops_h5, train_idx.keys["index"].to_numpy())
@@ -425,8 +412,6 @@ def load_model(model_dir: Path, device: str = "auto", crop_size: int | None = No
     :class:`~pose3d.data.io.DataError` naming both."""
     import json
 
-    from pose3d.data.io import DataError
-    from pose3d.train import load_state, resolve_device
 
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
@@ -450,42 +435,16 @@ def load_model(model_dir: Path, device: str = "auto", crop_size: int | None = No
 MODEL_INFO_KEYS = ("architecture", "depth", "deconv_channels", "deconv_kernel", "num_deconv", "input_size", "sigma")
 
 
-def write_detections(path, index: CropIndex, keypoints_px: np.ndarray, scores: np.ndarray,
-                     model_hash: str, model_info: dict | None = None) -> None:
-    """data/detections_2d.parquet: subject, action, camera, frame, keypoints_px (J*2 image px),
-    scores (J); metadata joint_names, model_hash, image_size {camera: [w, h]}, units, and
-    ``model``: which network made them (architecture, depth, head, input_size) and how
-    (flip_test, decode, precision)."""
-    from pose3d.data.io import write_table
-
-    k = index.keys
-    order = np.lexsort((k["frame"].to_numpy(), k["camera"].to_numpy(), k["action"].to_numpy(),
-                        k["subject"].to_numpy()))
-    cols = {"subject": k["subject"].to_numpy()[order].tolist(),
-            "action": k["action"].to_numpy()[order].tolist(),
-            "camera": k["camera"].to_numpy()[order].tolist(),
-            "frame": k["frame"].to_numpy()[order].astype(np.int64),
-            "keypoints_px": keypoints_px[order].reshape(len(order), -1),
-            "scores": scores[order].reshape(len(order), -1)}
-    meta = {"joint_names": list(index.meta.get("joint_names", JOINT_NAMES)), "model_hash": model_hash,
-            "image_size": index.meta.get("image_size", {}), "units": "px",
-            "keypoints": "full-image pixels (distorted, as in the video), x y per joint",
-            "scores": "heatmap peak per joint (flip-averaged when model.flip_test)",
-            "model": dict(model_info or {})}
-    write_table(path, cols, meta)
-
-
 def run_detection(model: PoseResNet, crops_h5, index: CropIndex, model_path, out_parquet, metrics_json,
                   figure_png, *, batch_size: int = 64, flip: bool = True, method: str = "dark",
                   sigma: float = 1.5, precision: str = "fp32", figure_crops: int = 16,
                   seed: int = 0, progress: bool = True, model_config: dict | None = None) -> dict:
-    """Detect on every crop, write the detections Parquet, test-split metrics JSON and the figure.
+    """Detect on every crop, write the detections Parquet (:mod:`pose3d.data.contracts`; its
+    metadata ``model`` says which network made them: architecture, depth, head, input_size,
+    and how: flip_test, decode, precision), test-split metrics JSON and the figure.
 
     Returns the metrics dict (test split; every crop when there is no test split).
     """
-    from pose3d.data.crops import read_crops
-    from pose3d.data.io import write_json
-
     device = next(model.parameters()).device
     cl = device.type == "cpu"
     precision = resolve_precision(precision, device)
@@ -494,7 +453,10 @@ def run_detection(model: PoseResNet, crops_h5, index: CropIndex, model_path, out
     info = {k: v for k, v in (model_config or {}).items() if k in MODEL_INFO_KEYS}
     info.update({"input_size": int(index.crop_size), "flip_test": bool(flip), "decode": method,
                  "precision": precision})
-    write_detections(out_parquet, index, keypoints, scores, file_sha256(model_path), info)
+    write_detections(out_parquet, index.keys, keypoints, scores, {
+        "model_hash": file_digest(model_path, length=64), "image_size": index.meta.get("image_size", {}), "units": "px",
+        "keypoints": "full-image pixels (distorted, as in the video), x y per joint",
+        "scores": "heatmap peak per joint (flip-averaged when model.flip_test)", "model": info})
     test = index.keys["split"].to_numpy() == "test"
     if not test.any():
         test = np.ones(len(index), bool)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pose3d.data.io import DataError, column_points, load_cameras, read_mocap, read_table, write_json, write_table
+from pose3d.data.contracts import read_detections, write_predictions
+from pose3d.data.io import DataError, load_cameras, read_mocap, write_json
 from pose3d.geometry.camera import project, stack_cameras
 from pose3d.geometry.probabilistic import probabilistic_triangulate, stature
 from pose3d.geometry.rotations import rotation_angle_deg
@@ -65,13 +66,8 @@ def load_views(mocap: str, cameras: str, detections: str | None, source: str, no
     if source == "detections":
         if not detections:
             raise DataError("triangulate.input = detections but no --detections file was given")
-        table, meta = read_table(detections)
-        names = tuple(meta.get("joint_names", JOINT_NAMES))
-        if names != JOINT_NAMES:
-            raise DataError(f"{detections}: joint_names {names} differ from H36M-17")
-        df = table.select(["subject", "action", "camera", "frame"]).to_pandas()
-        det = {"df": df, "kp": column_points(table, "keypoints_px", (J, 2)),
-               "sc": column_points(table, "scores", (J,))}
+        d = read_detections(detections)
+        det = {"df": d.keys, "kp": d.keypoints, "sc": d.scores}
     gen = torch.Generator().manual_seed(seed)
     out = []
     for subject in sorted({s.subject for s in seqs}):
@@ -242,21 +238,17 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                     "seconds": time.perf_counter() - t0})
     if reproj:
         metrics["reprojection_px"] = _nanmean(torch.cat(reproj))
-    meta = {"joint_names": list(JOINT_NAMES), "method": f"triangulate_{method}", "units": "m", "root_relative": False,
-            "input": p.input, "noise_px": p.noise_px}
+    meta = {"input": p.input, "noise_px": p.noise_px}
     metrics["stature_prior_m"] = stature_m
     if method == "probabilistic":
         metrics.update({k: float(np.mean(v)) for k, v in cam_metrics.items()})
         metrics["rotation_error_max_deg"] = float(np.max(cam_metrics["rotation_error_deg"]))
         metrics["sim_mpjpe_mm"] = 1000 * float(torch.cat(sim_err).mean()) if sim_err else float("nan")
         ref_names = {sv.subject: (p.prob_reference_camera or sv.camera_names[0]) for sv in subjects}
-        meta.update({"coord_frame": "reference_camera", "frame": "reference_camera",
-                     "reference_camera": ref_names[subjects[0].subject] if len(set(ref_names.values())) == 1
+        meta.update({"reference_camera": ref_names[subjects[0].subject] if len(set(ref_names.values())) == 1
                      else ref_names, "estimated_cameras": cam_est})
-    else:
-        meta.update({"coord_frame": "world", "frame": "world"})
-    write_table(out, {"subject": cols["subject"], "action": cols["action"], "camera": cols["camera"],
-                      "frame": np.asarray(cols["frame"], dtype=np.int64),
-                      "joints_3d": pred.numpy().astype(np.float32)}, metadata=meta)
+    write_predictions(out, cols, pred.numpy(), method=f"triangulate_{method}",
+                      coord_frame="reference_camera" if method == "probabilistic" else "world",
+                      root_relative=False, meta=meta)
     write_json(metrics_out, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
     return metrics

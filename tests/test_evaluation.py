@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
+from pose3d.data.contracts import read_predictions
 from pose3d.data.io import DataError, Sequence, write_table
 from pose3d.evaluation import (GroundTruth, display_sequence, evaluate_files, evaluate_predictions,
-                               load_predictions, metrics_json, per_action_table, per_joint_table,
+                               metrics_json, per_action_table, per_joint_table,
                                render_report)
 from pose3d.geometry.camera import Camera
 from pose3d.geometry.rotations import rotation_about_axis
@@ -77,16 +78,16 @@ def test_constant_offset_on_one_joint_world(tmp_path, gt):
 
 def test_camera_frame_and_subset(tmp_path, gt):
     keys = pd.concat([_keys(gt, camera="c0"), _keys(gt, camera="c1")], ignore_index=True)
-    x = gt.target(load_predictions(_write(tmp_path / "tmp.parquet", keys, np.zeros((len(keys), J, 3)),
+    x = gt.target(read_predictions(_write(tmp_path / "tmp.parquet", keys, np.zeros((len(keys), J, 3)),
                                           "camera")), keys).copy()
     x[:, JOINT_INDEX["head_top"], 2] += 0.034  # 34 mm on an unreliable joint, in camera z
-    res = evaluate_predictions(load_predictions(_write(tmp_path / "cam.parquet", keys, x, "camera")), gt,
+    res = evaluate_predictions(read_predictions(_write(tmp_path / "cam.parquet", keys, x, "camera")), gt,
                                joint_subset=RELIABLE, subset_name="reliable13")
     assert res.summary["mpjpe_mm"] == pytest.approx(2.0, abs=1e-3)  # 34 / 17
     assert res.summary["mpjpe_mm_reliable13"] == pytest.approx(0.0, abs=1e-3)
     assert res.summary["n_frames"] == 20
     # the same predictions compared in the world frame would be wrong by metres
-    bad = evaluate_predictions(load_predictions(_write(tmp_path / "bad.parquet", keys, x, "world")), gt)
+    bad = evaluate_predictions(read_predictions(_write(tmp_path / "bad.parquet", keys, x, "world")), gt)
     assert bad.summary["mpjpe_mm"] > 100
 
 
@@ -96,13 +97,13 @@ def test_reference_camera_similarity_aligned(tmp_path, gt):
     R = rotation_about_axis(0.4, "y").double()
     x = (2.5 * xw @ R.T + torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)).numpy()
     p = _write(tmp_path / "prob.parquet", keys, x, "reference_camera", reference_camera="c1")
-    res = evaluate_predictions(load_predictions(p), gt)
+    res = evaluate_predictions(read_predictions(p), gt)
     assert res.coord_frame == "reference_camera"
     for k in ("mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm"):
         assert res.summary[k] == pytest.approx(0.0, abs=1e-3), k
     # reference_camera without its name is refused
     with pytest.raises(DataError, match="reference_camera"):
-        load_predictions(_write(tmp_path / "noref.parquet", keys, x, "reference_camera"))
+        read_predictions(_write(tmp_path / "noref.parquet", keys, x, "reference_camera"))
 
 
 def test_framewise_vs_actionwise_by_hand(tmp_path, gt):
@@ -111,7 +112,7 @@ def test_framewise_vs_actionwise_by_hand(tmp_path, gt):
     walk = (keys["action"] == "walk").to_numpy()
     x[walk, JOINT_INDEX["r_knee"], 1] += 0.017  # 1 mm MPJPE on the 6 walk frames
     x[~walk, JOINT_INDEX["r_knee"], 1] += 0.068  # 4 mm on the 4 jump frames
-    res = evaluate_predictions(load_predictions(_write(tmp_path / "m.parquet", keys, x, "world")), gt)
+    res = evaluate_predictions(read_predictions(_write(tmp_path / "m.parquet", keys, x, "world")), gt)
     assert res.summary["mpjpe_mm"] == pytest.approx((6 * 1 + 4 * 4) / 10, abs=1e-3)  # 2.2
     assert res.summary["mpjpe_mm_actionwise"] == pytest.approx((1 + 4) / 2, abs=1e-3)  # 2.5
     pa = per_action_table([res]).set_index("action")
@@ -126,7 +127,7 @@ def test_mpjve_consecutive_frames_only(tmp_path, gt):
     keys, x = keys[keep].reset_index(drop=True), x[keep]
     odd = (keys["frame"] % 2 == 1).to_numpy()
     x[odd, JOINT_INDEX["l_ankle"], 0] += 0.017  # alternating: velocity error 17 mm on one joint
-    res = evaluate_predictions(load_predictions(_write(tmp_path / "v.parquet", keys, x, "world")), gt)
+    res = evaluate_predictions(read_predictions(_write(tmp_path / "v.parquet", keys, x, "world")), gt)
     # walk frames 0,1,3,4,5 -> pairs (0,1),(3,4),(4,5); jump 0..3 -> 3 pairs; each 1 mm
     assert len(res.pairs) == 6
     assert res.summary["mpjve_mm"] == pytest.approx(1.0, abs=1e-3)
@@ -140,7 +141,7 @@ def test_missing_joint_and_failed_rows(tmp_path, gt):
     from pose3d.skeleton import reorder
     x16 = reorder(x, JOINT_NAMES, names)
     x16[0, 3] = np.nan  # one failed row
-    res = evaluate_predictions(load_predictions(_write(tmp_path / "hg.parquet", keys, x16, "world",
+    res = evaluate_predictions(read_predictions(_write(tmp_path / "hg.parquet", keys, x16, "world",
                                                        names=names)), gt)
     assert "neck_nose" not in res.joints_evaluated and len(res.joints_evaluated) == 16
     assert res.summary["valid_fraction"] == pytest.approx(9 / 10)
@@ -154,11 +155,11 @@ def test_errors_name_the_file(tmp_path, gt):
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"not parquet")
     with pytest.raises(DataError, match="junk.parquet"):
-        load_predictions(junk)
+        read_predictions(junk)
     keys = _keys(gt)
     p = _write(tmp_path / "nof.parquet", keys, gt.world(keys), "sideways")
     with pytest.raises(DataError, match="nof.parquet.*coord_frame"):
-        load_predictions(p)
+        read_predictions(p)
     keys2 = keys.copy()
     keys2.loc[0, "frame"] = 99
     p = _write(tmp_path / "far.parquet", keys2, gt.world(keys), "world")
@@ -168,7 +169,7 @@ def test_errors_name_the_file(tmp_path, gt):
 
 def test_tables_json_report(tmp_path, gt):
     keys = _keys(gt)
-    a = evaluate_predictions(load_predictions(_write(tmp_path / "triangulate_ransac.parquet", keys,
+    a = evaluate_predictions(read_predictions(_write(tmp_path / "triangulate_ransac.parquet", keys,
                                                      gt.world(keys) + 0.001, "world")), gt)
     m = metrics_json([a])
     json.dumps(m, allow_nan=False)
@@ -192,7 +193,7 @@ def studio(tmp_path, gt):
     save_cameras(d / "cameras.json", gt.cameras)
     kc = pd.concat([_keys(gt, camera="c0"), _keys(gt, camera="c1")], ignore_index=True)
     kw = _keys(gt)
-    cam = load_predictions(_write(d / "tmp.parquet", kc, np.zeros((len(kc), J, 3)), "camera"))
+    cam = read_predictions(_write(d / "tmp.parquet", kc, np.zeros((len(kc), J, 3)), "camera"))
     preds = [_write(d / "predictions" / "martinez.parquet", kc, gt.target(cam, kc) + 0.02, "camera"),
              _write(d / "predictions" / "triangulate_ransac.parquet", kw, gt.world(kw) + 0.001, "world")]
     (d / "tmp.parquet").unlink()
@@ -266,7 +267,7 @@ def test_real_mocap_reliable_subset(tmp_path, real_mocap_npz):
     x = gt.world(keys).copy()
     bad = ~z["reliable_joint_mask"]
     x[:, bad, 0] += 0.050
-    res = evaluate_predictions(load_predictions(_write(tmp_path / "real.parquet", keys, x, "world")), gt,
+    res = evaluate_predictions(read_predictions(_write(tmp_path / "real.parquet", keys, x, "world")), gt,
                                joint_subset=reliable, subset_name="reliable13")
     assert res.summary["mpjpe_mm"] == pytest.approx(4 * 50 / 17, abs=1e-2)
     assert res.summary["mpjpe_mm_reliable13"] == pytest.approx(0.0, abs=1e-2)

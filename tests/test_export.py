@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pose3d.data import export, h36m
+from pose3d.data.contracts import read_detections
 from pose3d.data.io import DataError, Sequence, read_mocap, read_table, write_table
 from pose3d.geometry.camera import Camera, quaternion_to_matrix
 from pose3d.skeleton import H36M32_NAMES, JOINT_NAMES, h36m32_indices_of_17
@@ -58,7 +59,7 @@ def detections_table(path, seqs, cams):
 def test_export_reads_back_same_arrays(tmp_path):
     seqs, cams = studio_like()
     kps = detections_table(tmp_path / "det.parquet", seqs, cams)
-    det, _ = read_table(tmp_path / "det.parquet")
+    det = read_detections(tmp_path / "det.parquet")
     paths = export.export_vp3d(tmp_path / "out", "studio", seqs, cams, detections=det, detections_source="resnet")
     assert sorted(p.name for p in paths.values()) == ["data_2d_studio_gt.npz", "data_2d_studio_resnet.npz",
                                                       "data_3d_studio.npz"]

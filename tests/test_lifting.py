@@ -14,11 +14,11 @@ from pose3d import params as P
 from pose3d.data.io import Sequence, read_table, save_cameras, write_mocap, write_table
 from pose3d.geometry.camera import Camera, project_camera
 from pose3d.geometry.rotations import look_at, rotation_about_axis
-from pose3d.lifting.data import (Augment, build_frames, flip_3d, flip_pixels, make_batch,
+from pose3d.lifting.data import (Augment, build_frames, flip_pixels, make_batch,
                                  to_screen, window_indices)
 from pose3d.lifting.pipeline import load_lifter, predict, run_lift
 from pose3d.lifting.steps import SETUPS, repnet_batches, unpaired_pools
-from pose3d.skeleton import BONES, JOINT_INDEX, NUM_JOINTS, PARENTS, bone_lengths
+from pose3d.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, bone_lengths, flip_poses
 from pose3d.train import Trainer, TrainConfig
 
 # a rest pose (metres, Z up, facing -y), joint offsets from the parent
@@ -136,8 +136,8 @@ def test_detections_input(studio, tmp_path):
 def test_flip_2d_and_3d_agree_for_an_undistorted_camera():
     K = torch.tensor([[500.0, 0, 230], [0, 500, 250], [0, 0, 1]], dtype=torch.float64)
     X = torch.randn(4, 17, 3, dtype=torch.float64) * 0.3 + torch.tensor([0.2, 0, 4.0], dtype=torch.float64)
-    torch.testing.assert_close(project_camera(flip_3d(X), K), flip_pixels(project_camera(X, K), K))
-    torch.testing.assert_close(flip_3d(flip_3d(X)), X)
+    torch.testing.assert_close(project_camera(flip_poses(X), K), flip_pixels(project_camera(X, K), K))
+    torch.testing.assert_close(flip_poses(flip_poses(X)), X)
 
 
 def test_augmentation_reprojects_consistently(studio):
@@ -178,7 +178,7 @@ def test_critic_never_sees_a_generator_inputs_own_3d(studio):
     rng = np.random.default_rng(0)
     seen_gen, seen_critic = set(), set()
     for b in repnet_batches(fs, gen_rows, critic_rows, 16, Augment(), rng):
-        assert set(b) == {"x2d", "real", "gen_rows", "critic_rows"}  # no 3D of the 2D inputs
+        assert set(b) == {"x2d", "real", "gen_rows", "critic_rows", "index"}  # no 3D of the 2D inputs
         seen_gen |= key(b["gen_rows"])
         seen_critic |= key(b["critic_rows"])
         # no real pose equals (up to camera rotation: compare bone lengths) any input's pose

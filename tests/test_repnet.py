@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pose3d.geometry.rotations import random_rotation
-from pose3d.models.repnet import (KCSCritic, KCSLayer, RepNetLifter, camera_loss, gradient_penalty,
-                                  reprojection_loss)
+from pose3d.models.repnet import (KCSCritic, KCSLayer, RepNetLifter, camera_loss, critic_loss,
+                                  gradient_penalty, reprojection_loss)
 from pose3d.skeleton import BONES, bone_vectors
 
 
@@ -64,3 +64,34 @@ def test_critic_and_gradient_penalty():
         w = w / w.norm() * norm
         gp = gradient_penalty(lambda X: X.reshape(len(X), -1) @ w, real.double(), fake.double())
         assert gp.item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_lazy_gradient_penalty_equals_the_exact_one_on_the_steps_it_runs():
+    c = KCSCritic(hidden=16, kcs_hidden=32).double()
+    real, fake = torch.randn(8, 17, 3).double(), torch.randn(8, 17, 3).double()
+    wasserstein = (c(fake).mean() - c(real).mean()).item()
+    for step in range(7):
+        torch.manual_seed(step)
+        exact_gp = gradient_penalty(c, real, fake).item()
+        torch.manual_seed(step)
+        lazy = critic_loss(c, real, fake, gp_weight=10.0, gp_every=3, step=step).item()
+        torch.manual_seed(step)
+        every = critic_loss(c, real, fake, gp_weight=10.0, gp_every=1, step=step).item()
+        assert every == pytest.approx(wasserstein + 10.0 * exact_gp, rel=1e-12)
+        if step % 3 == 0:  # the penalty runs, weighted x3
+            assert lazy == pytest.approx(wasserstein + 30.0 * exact_gp, rel=1e-12)
+        else:
+            assert lazy == pytest.approx(wasserstein, rel=1e-12)
+
+
+def test_per_sample_2d_normalisation_hides_the_size_of_the_pose():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 17, 2) * 50 + 200
+    root = x[..., :1, :]
+    bigger = root + 1.7 * (x - root)  # the same pose nearer the camera
+    m = RepNetLifter(hidden=32, camera_hidden=32, per_sample_2d=True).eval()
+    torch.testing.assert_close(m(bigger), m(x), rtol=1e-5, atol=1e-6)
+    w = m.normalize_2d(x.reshape(-1, 17, 2))
+    torch.testing.assert_close(w.pow(2).mean((-1, -2)), torch.ones(6))
+    g = RepNetLifter(hidden=32, camera_hidden=32).eval()  # the global scale keeps the size
+    assert (g(bigger) - g(x)).abs().max() > 1e-3

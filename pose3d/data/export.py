@@ -29,7 +29,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from pose3d.data.io import DataError, Sequence, atomic_path, column_points
+from pose3d.data.contracts import Detections
+from pose3d.data.io import DataError, Sequence, atomic_path
 from pose3d.geometry.camera import Camera
 from pose3d.skeleton import (
     H36M32_NAMES,
@@ -93,12 +94,12 @@ def _camera_order(cameras: Mapping[str, Camera]) -> list[str]:
 
 
 def export_vp3d(out_dir: str | os.PathLike, name: str, sequences: list[Sequence],
-                cameras: Mapping[str, Mapping[str, Camera]], *, detections=None,
+                cameras: Mapping[str, Mapping[str, Camera]], *, detections: Detections | None = None,
                 detections_source: str = "det", joints: str = "h36m17", gt_2d: bool = True
                 ) -> dict[str, Path]:
     """Write ``data_3d_<name>.npz``, ``data_2d_<name>_gt.npz`` (when ``gt_2d``) and, with a
-    detections table (pyarrow table or DataFrame with subject, action, camera, frame,
-    keypoints_px), ``data_2d_<name>_<detections_source>.npz``. Returns {kind: path}.
+    :class:`~pose3d.data.contracts.Detections` (``read_detections``),
+    ``data_2d_<name>_<detections_source>.npz``. Returns {kind: path}.
     """
     if joints not in ("h36m17", "h36m32"):
         raise DataError(f"joints = {joints!r}: expected 'h36m17' or 'h36m32'")
@@ -141,27 +142,23 @@ def export_vp3d(out_dir: str | os.PathLike, name: str, sequences: list[Sequence]
     return paths
 
 
-def _detections_to_vp3d(table, sequences: list[Sequence], cam_names: Mapping[str, list[str]]) -> dict:
-    import pandas as pd
-
-    df = table.to_pandas() if not isinstance(table, pd.DataFrame) else table
-    kp = column_points(df, "keypoints_px", (NUM_JOINTS, 2))
+def _detections_to_vp3d(det: Detections, sequences: list[Sequence], cam_names: Mapping[str, list[str]]) -> dict:
     key = {(s.subject, s.action): len(s.positions_world) for s in sequences}
     out = {s.subject: {} for s in sequences}
     for s in sequences:
         out[s.subject][s.action] = [np.full((len(s.positions_world), NUM_JOINTS, 2), np.nan, np.float32)
                                     for _ in cam_names[s.subject]]
-    subj, act, cam = (df[k].astype(str).to_numpy() for k in ("subject", "action", "camera"))
-    frame = df["frame"].to_numpy().astype(np.int64)
-    for i in range(len(df)):  # one pass over rows; tables are (frames x cameras) long
+    subj, act, cam = (det.keys[k].to_numpy() for k in ("subject", "action", "camera"))
+    frame = det.keys["frame"].to_numpy()
+    for i in range(len(frame)):  # one pass over rows; tables are (frames x cameras) long
         T = key.get((subj[i], act[i]))
         if T is None:
             continue
         if cam[i] not in cam_names[subj[i]]:
-            raise DataError(f"detections: {subj[i]}/{act[i]} camera {cam[i]} has no calibration")
+            raise DataError(f"{det.path}: {subj[i]}/{act[i]} camera {cam[i]} has no calibration")
         if not 0 <= frame[i] < T:
-            raise DataError(f"detections: {subj[i]}/{act[i]} camera {cam[i]} frame {frame[i]} outside 0..{T - 1}")
-        out[subj[i]][act[i]][cam_names[subj[i]].index(cam[i])][frame[i]] = kp[i]
+            raise DataError(f"{det.path}: {subj[i]}/{act[i]} camera {cam[i]} frame {frame[i]} outside 0..{T - 1}")
+        out[subj[i]][act[i]][cam_names[subj[i]].index(cam[i])][frame[i]] = det.keypoints[i]
     return out
 
 

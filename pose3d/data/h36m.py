@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
+import pandas as pd
 
+from pose3d.data.contracts import write_detections
 from pose3d.data.io import DataError, Sequence, atomic_dir, save_cameras, write_mocap, write_table
 from pose3d.geometry.camera import (
     Camera,
@@ -47,7 +49,7 @@ from pose3d.geometry.camera import (
     extrinsics_from_martinez,
     intrinsics_matrix,
 )
-from pose3d.skeleton import H36M32_NAMES, JOINT_NAMES, NUM_JOINTS, from_coco17, h36m32_to_17
+from pose3d.skeleton import H36M32_NAMES, NUM_JOINTS, from_coco17, h36m32_to_17
 
 import torch
 
@@ -732,13 +734,13 @@ def write_prepared(out_dir: str | os.PathLike, dataset: Dataset | None, *, sourc
             "bbox_xyxy": cat(fr_bbox, (0, 4), np.float32).reshape(-1, 4)}, meta)
         summary["detections"] = sum(len(x) for x in det_kp)
         image_size = {c: [cam.width, cam.height] for sc in cams.values() for c, cam in sc.items()}
-        write_table(tmp / "detections_2d.parquet", {
-            "subject": _strs(det["subject"]), "action": _strs(det["action"]), "camera": _strs(det["camera"]),
-            "frame": cat(det["frame"], (0,), np.int64),
-            "keypoints_px": cat(det_kp, (0, NUM_JOINTS, 2), np.float32).reshape(-1, NUM_JOINTS, 2),
-            "scores": cat(det_sc, (0, NUM_JOINTS), np.float32).reshape(-1, NUM_JOINTS)},
-            {"joint_names": list(JOINT_NAMES), "model_hash": "import:" + ",".join(sorted(det_sources)),
-             "image_size": image_size, "units": "px", "source": meta["source"]})
+        keys = pd.DataFrame({"subject": det["subject"], "action": det["action"], "camera": det["camera"],
+                             "frame": cat(det["frame"], (0,), np.int64)})
+        write_detections(tmp / "detections_2d.parquet", keys,
+                         cat(det_kp, (0, NUM_JOINTS, 2), np.float32).reshape(-1, NUM_JOINTS, 2),
+                         cat(det_sc, (0, NUM_JOINTS), np.float32).reshape(-1, NUM_JOINTS),
+                         {"model_hash": "import:" + ",".join(sorted(det_sources)),
+                          "image_size": image_size, "units": "px", "source": meta["source"]})
     return summary
 
 

@@ -25,6 +25,7 @@ with x_cam = R @ x_world + t.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -101,6 +102,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def file_digest(*paths: str | os.PathLike | None, length: int = 16) -> str:
+    """SHA-256 (hex, first ``length`` characters) of the contents of ``paths`` in order; a
+    None or missing path adds nothing. One file with ``length=64`` is its plain SHA-256."""
+    h = hashlib.sha256()
+    for p in paths:
+        if p is not None and Path(p).exists():
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:length]
 
 
 # --------------------------------------------------------------------------- Parquet tables

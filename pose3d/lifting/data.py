@@ -20,15 +20,15 @@ x in [-1, 1] across the image width. Targets: root-relative camera-frame 3D, met
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from pose3d.data.io import DataError, column_points, load_cameras, read_mocap, read_table
+from pose3d.data.contracts import read_detections
+from pose3d.data.io import DataError, load_cameras, read_mocap
 from pose3d.geometry.camera import normalize_screen, project_camera, world_to_camera
 from pose3d.geometry.rotations import rotation_about_axis
-from pose3d.skeleton import FLIP_PERM, JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, ROOT, reorder
+from pose3d.skeleton import FLIP_PERM, JOINT_INDEX, NUM_JOINTS, ROOT, flip_poses
 
 J = NUM_JOINTS
 
@@ -75,6 +75,12 @@ class FrameSet:
                         self.uv[frames], self.K[idx], self.dist[idx], self.R[idx], self.t[idx],
                         self.wh[idx], np.repeat(np.arange(len(idx)), lengths), self.up)
 
+    def row_keys(self) -> dict[str, np.ndarray]:
+        """subject, action, camera, frame of every frame row (the tables' key columns)."""
+        rep = lambda v: np.repeat(np.asarray(v, dtype=object), self.lengths).astype(str)  # noqa: E731
+        return {"subject": rep(self.subject), "action": rep(self.action), "camera": rep(self.camera),
+                "frame": self.frame_index()}
+
     def frame_index(self) -> np.ndarray:
         """(N,) frame number of each row inside its mocap sequence."""
         return np.concatenate([np.arange(n) for n in self.lengths]) if len(self) else np.zeros(0, np.int64)
@@ -94,30 +100,6 @@ def _project(pos_cam: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray
                           torch.from_numpy(dist).double()).numpy().astype(np.float32)
 
 
-def read_detections(path: str | Path) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
-    """detections_2d.parquet -> {(subject, action, camera): (frames (n,), uv (n, J, 2) px)}.
-
-    Joints are re-ordered to H36M-17 by the file's ``joint_names``.
-    """
-    table, meta = read_table(path)
-    for col in ("subject", "action", "camera", "frame", "keypoints_px"):
-        if col not in table.column_names:
-            raise DataError(f"{path}: missing column {col!r} (have {table.column_names})")
-    names = tuple(meta.get("joint_names", JOINT_NAMES))
-    kp = column_points(table, "keypoints_px", (len(names), 2))
-    if names != JOINT_NAMES:
-        kp = reorder(kp, names, JOINT_NAMES)
-        if np.isnan(kp).any():
-            raise DataError(f"{path}: joint_names {names} lack some H36M-17 joints")
-    df = table.select(["subject", "action", "camera", "frame"]).to_pandas()
-    out = {}
-    for key, g in df.groupby(["subject", "action", "camera"], sort=False):
-        rows = g.index.to_numpy()
-        order = np.argsort(g["frame"].to_numpy(), kind="stable")
-        out[tuple(str(k) for k in key)] = (g["frame"].to_numpy()[order], kp[rows[order]])
-    return out
-
-
 def build_frames(mocap_path, cameras_path, *, input_2d: str = "gt", noise_px: float = 0.0,
                  detections_path=None, subjects=None, seed: int = 0) -> FrameSet:
     """Every (subject, action, camera) of ``mocap.h5`` x ``cameras.json`` as a FrameSet.
@@ -130,6 +112,7 @@ def build_frames(mocap_path, cameras_path, *, input_2d: str = "gt", noise_px: fl
         raise DataError(f"{mocap_path}: no sequences" + (f" for subjects {subjects}" if subjects else ""))
     cams = load_cameras(cameras_path)
     dets = read_detections(detections_path) if input_2d == "detections" else None
+    det_rows = dets.sequences() if dets is not None else None
     rng = np.random.default_rng([seed, 7])
     cols = {k: [] for k in ("subject", "action", "camera", "len", "pw", "pc", "uvg", "uv", "K",
                             "dist", "R", "t", "wh")}
@@ -143,13 +126,14 @@ def build_frames(mocap_path, cameras_path, *, input_2d: str = "gt", noise_px: fl
             uvg = _project(pc, cam.K, cam.dist)
             if dets is not None:
                 key = (s.subject, s.action, cname)
-                if key not in dets:
+                if key not in det_rows:
                     raise DataError(f"{detections_path}: no detections for {'/'.join(key)}")
-                frames, kp = dets[key]
+                rows = det_rows[key]
+                frames = dets.keys["frame"].to_numpy()[rows]
                 if len(frames) != len(pw) or not np.array_equal(frames, np.arange(len(pw))):
                     raise DataError(f"{detections_path}: {'/'.join(key)} has {len(frames)} frames, "
                                     f"mocap has {len(pw)}")
-                uv = kp.astype(np.float32)
+                uv = dets.keypoints[rows].astype(np.float32)
             else:
                 uv = uvg + (rng.normal(0, noise_px, uvg.shape).astype(np.float32) if noise_px > 0 else 0)
             for k, v in (("subject", s.subject), ("action", s.action), ("camera", cname),
@@ -182,15 +166,8 @@ def to_screen(uv: torch.Tensor, wh: torch.Tensor) -> torch.Tensor:
 def flip_pixels(uv: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Mirror 2D about the principal point's vertical line and swap left/right joints:
     (*, J, 2) px, K (*, 3, 3). Exact for an undistorted camera (u' = 2 cx - u)."""
-    out = uv[..., list(FLIP_PERM), :].clone()
-    out[..., 0] = 2 * K[..., None, 0, 2] - out[..., 0]
-    return out
-
-
-def flip_3d(x: torch.Tensor) -> torch.Tensor:
-    """Mirror camera-frame 3D (*, J, 3) (x -> -x) and swap left/right joints."""
-    out = x[..., list(FLIP_PERM), :].clone()
-    out[..., 0] = -out[..., 0]
+    out = flip_poses(uv)
+    out[..., 0] += 2 * K[..., None, 0, 2]
     return out
 
 
@@ -238,7 +215,7 @@ def make_batch(fs: FrameSet, idx: np.ndarray, aug: Augment, rng: np.random.Gener
     if aug.flip:
         f = torch.from_numpy(rng.random(B) < 0.5)
         if f.any():
-            pc = torch.where(f[:, None, None, None], flip_3d(pc), pc)
+            pc = torch.where(f[:, None, None, None], flip_poses(pc), pc)
             rf = resid[..., list(FLIP_PERM), :].clone()
             rf[..., 0] = -rf[..., 0]
             resid = torch.where(f[:, None, None, None], rf, resid)

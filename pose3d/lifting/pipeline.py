@@ -14,7 +14,6 @@ predicted root trajectory in camera coordinates), ``model_dir/model.pt`` + ``con
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,12 +22,13 @@ import numpy as np
 import torch
 
 from pose3d import metrics as M
-from pose3d.data.io import DataError, write_json, write_table
-from pose3d.lifting.data import FrameSet, build_frames, flip_3d, flip_pixels, split_of, to_screen
+from pose3d.data.contracts import write_predictions
+from pose3d.data.io import DataError, file_digest, write_json
+from pose3d.lifting.data import FrameSet, build_frames, flip_pixels, split_of, to_screen
 from pose3d.lifting.steps import SETUPS
 from pose3d.models import LIFTERS
 from pose3d.params import as_flat_dict, fingerprint
-from pose3d.skeleton import JOINT_NAMES
+from pose3d.skeleton import JOINT_NAMES, flip_poses
 from pose3d.train import Trainer, TrainConfig, load_state, resolve_device, save_model
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def predict(model: torch.nn.Module, fs: FrameSet, flip_tta: bool = True, device=
         r = model.forward_root(x).float().cpu() if with_root else None
         if flip_tta:
             xf = to_screen(flip_pixels(uv, K), wh).float().to(device)
-            y = (y + flip_3d(model(xf).float().cpu())) / 2
+            y = (y + flip_poses(model(xf).float().cpu())) / 2
             if with_root:
                 rf = model.forward_root(xf).float().cpu()
                 rf[..., 0] = -rf[..., 0]
@@ -92,21 +92,6 @@ def per_action(fs: FrameSet, pose: np.ndarray) -> dict[str, float]:
     return {a: float(err[acts == a].mean() * 1000) for a in sorted(set(fs.action))}
 
 
-def write_predictions(path, fs: FrameSet, pose: np.ndarray, method: str, root=None, extra_meta=None):
-    cols = {"subject": np.repeat(np.asarray(fs.subject, dtype=object), fs.lengths).astype(str).tolist(),
-            "action": np.repeat(np.asarray(fs.action, dtype=object), fs.lengths).astype(str).tolist(),
-            "camera": np.repeat(np.asarray(fs.camera, dtype=object), fs.lengths).astype(str).tolist(),
-            "frame": fs.frame_index().astype(np.int64),
-            "joints_3d": pose.reshape(len(pose), -1).astype(np.float32)}
-    meta = {"method": method, "coord_frame": "camera", "root_relative": True, "units": "m",
-            "joint_names": list(JOINT_NAMES)}
-    if root is not None:
-        cols["root_3d"] = root.astype(np.float32)
-        meta["extra_columns"] = {"root_3d": "predicted root (pelvis) trajectory, camera frame, m"}
-    meta.update(extra_meta or {})
-    write_table(path, cols, meta)
-
-
 def load_lifter(model_dir, map_location="cpu") -> torch.nn.Module:
     """Rebuild a lifter from ``model_dir/config.json`` + ``model.pt`` (weights only)."""
     model_dir = Path(model_dir)
@@ -117,16 +102,6 @@ def load_lifter(model_dir, map_location="cpu") -> torch.nn.Module:
     model = LIFTERS[cfg["model"]](**kw)
     model.load_state_dict(load_state(model_dir / "model.pt", map_location))
     return model.eval()
-
-
-def _file_digest(*paths) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        if p is not None and Path(p).exists():
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- the stage
@@ -177,7 +152,7 @@ def run_lift(model_name: str, p, base, *, mocap, cameras, detections=None, out=N
         setup.lifter.train()
         return {"val_mpjpe_mm": score(eval_seqs, pose)["mpjpe_mm"]}
 
-    fp = fingerprint(p, base) + _file_digest(mocap, cameras, det)
+    fp = fingerprint(p, base) + file_digest(mocap, cameras, det)
     cfg = TrainConfig(epochs=p.epochs, device=base.device, cpu_precision=base.cpu_precision,
                       seed=base.seed, checkpoint=Path(model_dir) / "checkpoint.pt" if model_dir else None,
                       curves_csv=curves, desc=f"lift@{model_name}", progress=progress)
@@ -192,8 +167,10 @@ def run_lift(model_name: str, p, base, *, mocap, cameras, detections=None, out=N
         save_model(model_dir, setup.lifter.cpu(), {"model": model_name, "model_kwargs": setup.model_kwargs,
                                                    "params": dataclasses.asdict(p), "fingerprint": fp})
     if out is not None:
-        write_predictions(out, test, pose, model_name, root,
-                          {"input_2d": p.input_2d, "flip_tta": p.flip_tta, "params": as_flat_dict(p)})
+        extra = {"root_3d": (root, "predicted root (pelvis) trajectory, camera frame, m")} if with_root else None
+        write_predictions(out, test.row_keys(), pose, method=model_name, coord_frame="camera",
+                          root_relative=True, extra_columns=extra,
+                          meta={"input_2d": p.input_2d, "flip_tta": p.flip_tta, "params": as_flat_dict(p)})
     if metrics_path is not None:
         write_json(metrics_path, result)
     if run is not None:

@@ -17,8 +17,7 @@ import torch
 from pose3d.geometry.camera import project_camera
 from pose3d.lifting.data import Augment, FrameSet, make_batch, to_screen, window_indices
 from pose3d.models.martinez import MartinezLifter
-from pose3d.models.repnet import (KCSCritic, RepNetLifter, camera_loss, gradient_penalty,
-                                  reprojection_loss)
+from pose3d.models.repnet import KCSCritic, RepNetLifter, camera_loss, critic_loss, reprojection_loss
 from pose3d.models.temporal import TemporalDiscriminator, TemporalLifter
 from pose3d.skeleton import bone_lengths
 
@@ -138,14 +137,15 @@ def repnet_batches(fs: FrameSet, gen_rows, critic_rows, batch_size: int, aug: Au
         g, c = chunks[i], crit[i][:len(chunks[i])]
         return {"x2d": make_batch(fs, g[:, None], aug, rng)["x2d"],
                 "real": make_batch(fs, c[:, None], aug, rng)["pose"],
-                "gen_rows": g, "critic_rows": c}
+                "gen_rows": g, "critic_rows": c, "index": i}
 
     return LazyBatches(len(chunks), make)
 
 
 def setup_repnet(p, train: FrameSet, seed: int) -> Setup:
     torch.manual_seed(seed)  # reproducible initial weights
-    kw = dict(hidden=p.hidden, num_blocks=p.num_blocks, camera_hidden=p.hidden)
+    kw = dict(hidden=p.hidden, num_blocks=p.num_blocks, camera_hidden=p.hidden,
+              per_sample_2d=p.norm_2d == "sample")
     model = RepNetLifter(**kw)
     critic = KCSCritic(hidden=p.critic_hidden, kcs_hidden=p.critic_kcs_hidden)
     aug = augment_of(p)
@@ -170,8 +170,10 @@ def setup_repnet(p, train: FrameSet, seed: int) -> Setup:
         # the critic's fakes (detached) and the generator's update below
         X, K = G.generate(w)
         fake = X.detach()
-        for _ in range(p.critic_steps):
-            loss_d = D(fake).mean() - D(real).mean() + p.gp_weight * gradient_penalty(D, real, fake)
+        for k in range(p.critic_steps):
+            # the critic step is counted from the batch index: a resumed run makes the same
+            # lazy-penalty choices
+            loss_d = critic_loss(D, real, fake, p.gp_weight, p.gp_every, b["index"] * p.critic_steps + k)
             ctx.backward_step(loss_d, "critic")
         rep, cam, adv = reprojection_loss(w, X, K), camera_loss(K), -D(X).mean()
         wr = min(p.reproj_weight * p.reproj_growth ** epoch, max(p.reproj_max, p.reproj_weight))
@@ -270,8 +272,7 @@ def setup_temporal(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | None =
                 upred = m(b["ux2d"], pad=False).float()                 # (B, L, J, 3)
                 uroot = m.forward_root(b["ux2d"], pad=False).float()    # (B, L, 3)
             real = b["real_seq"]
-            loss_d = (D(upred.detach()).mean() - D(real).mean()
-                      + p.gp_weight * gradient_penalty(D, real, upred.detach()))
+            loss_d = critic_loss(D, real, upred.detach(), p.gp_weight)
             ctx.backward_step(loss_d, "critic")
             absolute = upred + uroot[:, :, None, :]
             absolute = torch.cat([absolute[..., :2], absolute[..., 2:].clamp_min(0.1)], dim=-1)

@@ -11,9 +11,12 @@ network and a KCS critic. Re-implemented in torch from the paper.
 * :func:`gradient_penalty` is WGAN-GP's term (Gulrajani et al. 2017), shared with the
   temporal model's discriminator.
 
-Normalisation is global (one scale for the whole dataset, as in RepNet): the input 2D is
-root-centred screen coordinates divided by ``scale_2d``; the generated 3D is root-relative
-metres divided by ``scale_3d``. Both scalars are buffers set from the training data.
+The generated 3D is root-relative metres divided by ``scale_3d`` (one scalar, a buffer set
+from the training data). The input 2D is root-centred screen coordinates divided either by one
+global ``scale_2d`` (``per_sample_2d=False``) or by each pose's own RMS radius
+(``per_sample_2d=True``). With the global scale a near person's 2D is large and the generator
+copies that size into 3D (P1 tracks the distance; reports/benchmarks/lifting.md); with the
+per-sample scale the generator cannot see the size, and the camera K takes it.
 
 Shapes: forward (B, T, J, 2) screen coords -> (B, T, J, 3) root-relative metres in the frame
 the generator learned (the camera frame when the camera branch stays close to [I | 0], which
@@ -53,9 +56,10 @@ class RepNetLifter(nn.Module):
     """Pose generator + camera branch. ``generate`` works in the normalised space."""
 
     def __init__(self, num_joints: int = NUM_JOINTS, hidden: int = 1000, num_blocks: int = 2,
-                 camera_hidden: int = 1000):
+                 camera_hidden: int = 1000, per_sample_2d: bool = False):
         super().__init__()
         self.num_joints = num_joints
+        self.per_sample_2d = per_sample_2d
         self.generator = _ResMLP(num_joints * 2, (num_joints - 1) * 3, hidden, num_blocks)
         self.camera = _ResMLP(num_joints * 2, 6, camera_hidden, 1)
         # start the camera near K = [I | 0] so that the generator's frame is the camera's
@@ -72,8 +76,12 @@ class RepNetLifter(nn.Module):
         self.scale_3d.copy_(y3d.float().pow(2).mean().sqrt())
 
     def normalize_2d(self, x2d: torch.Tensor) -> torch.Tensor:
-        """(N, J, 2) screen -> (N, J, 2) root-centred / scale_2d."""
-        return center_2d(x2d) / self.scale_2d
+        """(N, J, 2) screen -> (N, J, 2) root-centred / scale_2d (global) or / the pose's own
+        RMS radius (per sample)."""
+        c = center_2d(x2d)
+        if self.per_sample_2d:
+            return c / c.pow(2).mean((-1, -2), keepdim=True).sqrt().clamp_min(1e-8)
+        return c / self.scale_2d
 
     def generate(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """w (N, J, 2) normalised 2D -> (X (N, J, 3) normalised 3D, K (N, 2, 3))."""
@@ -139,6 +147,17 @@ class KCSCritic(nn.Module):
         a = self.pose_path(X.reshape(len(X), -1))
         b = self.kcs_path(self.kcs(X).reshape(len(X), -1))
         return self.head(torch.cat([a, b], dim=-1)).squeeze(-1)
+
+
+def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float,
+                gp_every: int = 1, step: int = 0) -> torch.Tensor:
+    """WGAN-GP critic loss ``E[D(fake)] - E[D(real)] + gp_weight * GP``. With ``gp_every = k > 1``
+    (lazy regularisation, Karras et al. 2020) the penalty is computed only on steps with
+    ``step % k == 0`` and weighted ``k * gp_weight`` there, so its mean weight is unchanged."""
+    loss = critic(fake).mean() - critic(real).mean()
+    if step % gp_every == 0:
+        loss = loss + gp_weight * gp_every * gradient_penalty(critic, real, fake)
+    return loss
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
-"""Benchmark for issue 9: does the geometric constraint close part of the weak-supervision gap?
+"""hg3d benchmark: does the geometric constraint close part of the weak-supervision gap?
 
-Three runs of the same hg3d training (pose3d.hg3d.run_hg3d), scored on the test subjects:
+Three runs of the same hg3d training (pose3d.tasks.image3d.run_hg3d), scored on the test subjects:
   (a) fully 3D-supervised: every training subject keeps its 3D labels;
   (b) weakly supervised: ``--subjects-3d`` keep 3D labels, the others are 2D-only, constraint on;
   (c) the same split as (b) with the constraint off (geo_weight = 0).
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pose3d import hg3d, params
+from pose3d import params
+from pose3d.tasks import image3d
 
 log = logging.getLogger("bench_hg3d")
 
@@ -54,7 +55,7 @@ def build_synthetic(npz: Path, out: Path, test_subjects: list[str], n_cameras: i
     from pose3d.data.crops import CropWriter, crop_affine, invert_affine, square_box
     from pose3d.data.io import Sequence, save_cameras, write_mocap
     from pose3d.geometry.camera import Camera
-    from pose3d.hg3d import bone_groups
+    from pose3d.tasks.image3d import bone_groups
     from pose3d.skeleton import BONES
 
     rng = np.random.default_rng(seed)
@@ -116,7 +117,7 @@ def _run_one(key: str, seed: int, kw: dict, one_thread: bool = False) -> dict:
     if one_thread:
         torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    m = hg3d.run_hg3d(**kw)
+    m = image3d.run_hg3d(**kw)
     log.info("(%s) seed %d: MPJPE %.1f  P-MPJPE %.1f  (%.0f s)", key, seed, m["mpjpe_mm"],
              m["pa_mpjpe_mm"], m["seconds"])
     return m
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
         title, change = setups[key]
         for seed in a.seeds:
             pk = params.from_dict(type(p), {**dataclasses.asdict(p), **change}, "hg3d")
-            cfg, opts = hg3d.configs_from_params(pk)
+            cfg, opts = image3d.configs_from_params(pk)
             jobs.append((key, seed, dict(**paths, model_config=cfg, opts=opts, input_size=pk.input_size,
                                          frame_stride=pk.frame_stride, pose2d_dir=a.pose2d,
                                          device=base.device, cpu_precision=base.cpu_precision,
@@ -207,7 +208,7 @@ def main(argv=None) -> int:
 
     command = "python benchmarks/hg3d.py " + " ".join(sys.argv[1:] if argv is None else argv)
     n_test = next(iter(results.values()))[0]["n_test"]
-    lines = [f"# hg3d: weak supervision with the geometric constraint (issue 9)", "",
+    lines = ["# hg3d: weak supervision with the geometric constraint", "",
              f"Command: `{command}` ({wall:.0f} s wall, {a.workers} worker(s)"
              f"{', one thread each' if a.workers > 1 else ''}).", "",
              f"Data: {source}; scored on {n_test} test crops (every {a.test_stride}-th). 3D subjects in "

@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 
 from pose3d import params as P
-from pose3d.lifting.data import split_of
-from pose3d.lifting.pipeline import run_lift
+from pose3d.tasks.lifting.data import split_of
+from pose3d.tasks.lifting.pipeline import run_lift
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,11 +65,11 @@ def main(argv=None) -> int:
     res = run_lift(a.model, p, base, mocap=a.mocap, cameras=a.cameras, detections=a.detections,
                    progress=False, **subjects)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    out = {k: res[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm")}
+    out = {k: res.metrics[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm")}
     out.update(wall_s=round(time.time() - t0, 1),
                cpu_s=round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 1),
                split=a.split, seed=base.seed, overrides=changes, input_2d=p.input_2d,
-               val_curve=[h.get("val_mpjpe_mm") for h in res["history"]])
+               val_curve=[h.get("val_mpjpe_mm") for h in res.history])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=1))
     print(json.dumps({k: v for k, v in out.items() if k != "val_curve"}))

@@ -1,4 +1,4 @@
-"""Lifting benchmarks (issue 5). Numbers go to reports/benchmarks/lifting.md.
+"""Lifting benchmarks. Numbers go to reports/benchmarks/lifting.md.
 
     python benchmarks/lifting.py loso  [--npz ../shared/data/real-mocap/real_mocap_h36m17.npz]
     python benchmarks/lifting.py semi  --mocap data/studio/mocap.h5 --cameras data/studio/cameras.json
@@ -29,7 +29,8 @@ from pose3d import params as P
 from pose3d.data.io import Sequence, save_cameras, write_mocap
 from pose3d.geometry.camera import Camera
 from pose3d.geometry.rotations import look_at
-from pose3d.lifting.pipeline import run_lift, score
+from pose3d.tasks.lifting.data import split_of
+from pose3d.tasks.lifting.pipeline import run_lift, score
 
 REPO = Path(__file__).resolve().parents[1]
 NPZ = REPO.parent / "shared" / "data" / "real-mocap" / "real_mocap_h36m17.npz"
@@ -96,9 +97,9 @@ def loso(args) -> str:
             with tempfile.TemporaryDirectory() as tmp:
                 mocap, cams = real_mocap_dataset(Path(args.npz), Path(tmp), [held])
                 t0 = time.time()
-                res = run_lift(model, p, _base(), mocap=mocap, cameras=cams, progress=False)
-                test = res["_test"]
-                rel = score(test, res["_pose"], joint_mask=reliable)
+                out = run_lift(model, p, _base(), mocap=mocap, cameras=cams, progress=False)
+                res, test = out.metrics, out.test
+                rel = score(test, out.pose, joint_mask=reliable)
                 lines.append(f"| {held} | {model} | {test.num_frames} | {res['mpjpe_mm']:.1f} | "
                              f"{res['pa_mpjpe_mm']:.1f} | {rel['mpjpe_mm']:.1f} | {rel['pa_mpjpe_mm']:.1f} | "
                              f"{time.time() - t0:.0f} |")
@@ -108,7 +109,6 @@ def loso(args) -> str:
 
 def semi(args) -> str:
     mocap, cams = args.mocap, args.cameras
-    from pose3d.lifting.data import split_of
     train = split_of(mocap, "train")
     one = train[0]
     rows = ["| setting | labelled | unlabelled | P1 (mm) | P2 (mm) | MPJVE (mm) | root (mm) |",
@@ -119,7 +119,7 @@ def semi(args) -> str:
     for name, lab, unl in settings:
         p = dataclasses.replace(P.load("temporal", args.params), labeled_subjects=lab, input_2d="gt",
                                 unlabeled_subjects=unl, epochs=args.epochs or P.load("temporal", args.params).epochs)
-        res = run_lift("temporal", p, _base(), mocap=mocap, cameras=cams, progress=False)
+        res = run_lift("temporal", p, _base(), mocap=mocap, cameras=cams, progress=False).metrics
         rows.append(f"| {name} | {', '.join(lab) or 'all train'} | {', '.join(unl) or '-'} | "
                     f"{res['mpjpe_mm']:.1f} | {res['pa_mpjpe_mm']:.1f} | {res['mpjve_mm']:.2f} | "
                     f"{res['root_mm']:.0f} |")
@@ -134,7 +134,7 @@ def studio(args) -> str:
             p = dataclasses.replace(P.load(model, args.params), input_2d=inp)
             t0 = time.time()
             res = run_lift(model, p, _base(), mocap=args.mocap, cameras=args.cameras,
-                           detections=args.detections, progress=False)
+                           detections=args.detections, progress=False).metrics
             rows.append(f"| {model} | {inp} | {res['mpjpe_mm']:.1f} | {res['pa_mpjpe_mm']:.1f} | "
                         f"{res['mpjve_mm']:.2f} | {time.time() - t0:.0f} |")
             print(rows[-1], flush=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pose3d import pose2d
+from pose3d.tasks import pose2d
 from pose3d.heatmaps import crop_to_heatmap, gaussian_targets, weighted_mse
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.train import resolve_device

@@ -4,7 +4,7 @@
 
 For each of flip off / on: PCK@0.05 / @0.1, mean and median px on the full frames, px per
 1000 px of frame width, elbows / wrists / knees / ankles mean px, the share of crops with a
-left/right arm or leg swap (:func:`pose3d.pose2d.left_right_swaps`), per-joint mean px, and the
+left/right arm or leg swap (:func:`pose3d.tasks.pose2d.left_right_swaps`), per-joint mean px, and the
 inference rate (crops/s). One JSON line per setting on stdout; ``--out`` writes them as JSON.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pose3d import pose2d
+from pose3d.tasks import pose2d
 from pose3d.data.crops import apply_affine, read_crop_index, read_crops
 from pose3d.train import resolve_precision
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
@@ -43,8 +44,9 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-def setup(section: str, params_path: str = "params.yaml", device: bool = True) -> StageSetup:
-    """Configure logging and signals, load ``section`` + ``base`` and resolve the device.
+def setup(section: str | None, params_path: str = "params.yaml", device: bool = True) -> StageSetup:
+    """Configure logging and signals, load ``section`` (None: a tool without one) + ``base``
+    and resolve the device.
 
     A params error or an unusable device is logged with the key and value, and the stage
     exits with status 2 before writing anything.
@@ -52,15 +54,15 @@ def setup(section: str, params_path: str = "params.yaml", device: bool = True) -
     setup_logging()
     tracking.install_signal_handlers()
     try:
-        p = params.load(section, params_path)
-        base = params.load("base", params_path)
+        p = params.load(section, params_path) if section else None
+        base = params.load("base", params_path) if Path(params_path).exists() or section else params.Base()
         dev = resolve_device(base.device) if device else torch.device("cpu")
     except (params.ParamsError, RuntimeError) as e:
         log.error("%s", e)
         raise SystemExit(2) from None
     if base.num_threads:
         torch.set_num_threads(base.num_threads)
-    flat = {f"{section}.{k}": v for k, v in params.as_flat_dict(p).items()}
+    flat = {f"{section}.{k}": v for k, v in params.as_flat_dict(p).items()} if section else {}
     flat.update({f"base.{k}": v for k, v in params.as_flat_dict(base).items()})
     return StageSetup(p, base, dev, flat)
 
@@ -68,10 +70,12 @@ def setup(section: str, params_path: str = "params.yaml", device: bool = True) -
 Body = Callable[[StageSetup, argparse.Namespace, tracking.Run], str]
 
 
-def run_stage(doc: str, section: str | Callable[[argparse.Namespace], str],
+def run_stage(doc: str, section: str | None | Callable[[argparse.Namespace], str],
               arguments: Mapping[str, Mapping[str, Any]], body: Body, *, argv=None,
-              name: str | Callable[[argparse.Namespace], str] | None = None, device: bool = True) -> int:
-    """Run one stage (see the module docstring); returns the exit status."""
+              name: str | Callable[[argparse.Namespace], str] | None = None, device: bool = True,
+              track: bool = True) -> int:
+    """Run one stage (see the module docstring); returns the exit status. ``track=False``: a
+    tool outside the DAG (no MLflow run)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, kw in arguments.items():
         ap.add_argument(flag, **kw)
@@ -81,7 +85,7 @@ def run_stage(doc: str, section: str | Callable[[argparse.Namespace], str],
     stage = name(a) if callable(name) else (name or section)
     s = setup(section, a.params, device=device)
     try:
-        with tracking.stage_run(stage=stage, params=s.flat, base=s.base) as run:
+        with tracking.stage_run(stage=stage, params=s.flat, base=s.base, enabled=None if track else False) as run:
             summary = body(s, a, run)
     except (DataError, params.ParamsError) as e:
         log.error("%s: %s", stage, e)

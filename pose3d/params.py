@@ -205,10 +205,10 @@ class Base:
         require(self.num_threads >= 0, f"{p}.num_threads", self.num_threads, "must be >= 0")
 
 
-# ------------------------------------------------------------------ lift (issue 5)
+# ------------------------------------------------------------------ lifters
 @dataclass(frozen=True)
-class _LiftCommon:
-    """Fields shared by the three lifters (each section carries its own copy)."""
+class LifterParams:
+    """Fields every lifter section has (a new lifter's section subclasses it)."""
 
     #: 2D input: "detections" = data/detections_2d.parquet (train subjects' own detections for
     #: training, as with a real dataset), "gt" = the camera model's projection of the mocap
@@ -239,7 +239,7 @@ class _LiftCommon:
 
 @section("martinez")
 @dataclass(frozen=True)  # explicit: the base is already a dataclass
-class Martinez(_LiftCommon):
+class Martinez(LifterParams):
     epochs: int = 20
     lr_decay: float = 0.93
     hidden: int = 1024
@@ -255,7 +255,7 @@ class Martinez(_LiftCommon):
 
 @section("repnet")
 @dataclass(frozen=True)  # explicit: the base is already a dataclass
-class RepNet(_LiftCommon):
+class RepNet(LifterParams):
     epochs: int = 30
     batch_size: int = 32            # RepNet's
     lr: float = 2e-4
@@ -287,7 +287,7 @@ class RepNet(_LiftCommon):
 
 @section("temporal")
 @dataclass(frozen=True)  # explicit: the base is already a dataclass
-class Temporal(_LiftCommon):
+class Temporal(LifterParams):
     epochs: int = 60
     batch_size: int = 128
     lr: float = 3e-3
@@ -323,7 +323,7 @@ class Temporal(_LiftCommon):
         require(self.gan_frames >= 7, f"{p}.gan_frames", self.gan_frames, "must be >= 7")
 
 
-# ------------------------------------------------------------------ 2D pose (issue 4)
+# ------------------------------------------------------------------ 2D pose
 @section("extract")
 class Extract:
     crop_size: int = 96             # S: crops are S x S (the 2D network's input size)
@@ -347,6 +347,7 @@ class Extract:
 
 @section("pose2d")
 class Pose2D:
+    architecture: str = "pose_resnet"  # a name of pose3d.tasks.pose2d.MODELS_2D
     depth: Literal[18, 34, 50, 101, 152] = 18
     deconv_channels: int = 128
     deconv_kernel: Literal[2, 3, 4] = 4
@@ -403,7 +404,7 @@ class Detect:
         require(self.figure_crops >= 1, f"{p}.figure_crops", self.figure_crops, "must be >= 1")
 
 
-# ------------------------------------------------------------------ hg3d (issue 9)
+# ------------------------------------------------------------------ hg3d
 @section("hg3d")
 class HG3DParams:
     """Image -> 3D, pose-hg-3d style (Zhou et al. 2017): stage ``train_hg3d``."""

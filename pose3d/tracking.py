@@ -4,7 +4,7 @@ Where runs go: ``MLFLOW_TRACKING_URI`` when set; otherwise ``sqlite:///<repo>/ml
 with artifacts in ``<repo>/mlartifacts``, where ``<repo>`` is ``DVC_ROOT`` (set by DVC,
 also inside queued experiments' temporary copies) or the current directory. The
 experiment is created with an explicit artifact location inside the repo, so runs of
-queued ``dvc exp run`` keep their artifacts (TOOLCHAIN.md).
+queued ``dvc exp run`` keep their artifacts.
 
 Tags: ``dvc.stage``, ``dvc.exp_name``, ``dvc.exp_baseline``, ``git.revision``. Params are
 flattened (``repnet.reproj_weight``). Any tracking error is logged as a warning once and

@@ -19,7 +19,7 @@ resumed epochs are identical to uninterrupted ones.
 
 Precision: CUDA uses autocast (bf16 where supported, else fp16 with a GradScaler);
 on the CPU ``cpu_precision="auto"`` uses bf16 autocast only where the CPU has native bf16
-(about 2x faster there, TOOLCHAIN.md; emulated bf16 is 2x *slower*), ``bf16`` asks for it
+(about 2x faster there; emulated bf16 is 2x *slower*; reports/benchmarks/pose2d.md), ``bf16`` asks for it
 (falling back to fp32 with a warning where it is emulated) and ``fp32`` disables it. ``channels_last`` converts modules and 4-D
 float batches (conv nets are 1.5-2x faster that way on the CPU).
 """
@@ -82,6 +82,30 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             log.warning("this CPU has no native bf16 (avx512_bf16/amx): using fp32, which is faster here")
         return "fp32"
     return "bf16" if precision == "auto" else precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a resolved ``precision``: bf16 on any device, fp16 on CUDA, else none."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+class LazyBatches:
+    """A sized iterable of batches made on demand: ``make(i)`` for i in range(n) (what a
+    ``train_batches(epoch)`` returns, so that batches are built only when reached)."""
+
+    def __init__(self, n: int, make: Callable[[int], Any]):
+        self.n, self.make = n, make
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield self.make(i)
 
 
 def seed_everything(seed: int) -> None:
@@ -169,10 +193,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ helpers
     def autocast(self):
-        if self.precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            return torch.autocast(self.device.type, dtype=dtype)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
     def to_device(self, batch):
         if isinstance(batch, torch.Tensor):

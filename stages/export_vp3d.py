@@ -9,42 +9,22 @@ cameras) and ``data_2d_studio_resnet.npz`` (the detections). See docs/byod.md an
 :mod:`pose3d.data.export` for the format.
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
 
-from pose3d.data.export import export_vp3d
-from pose3d.data.io import DataError, load_cameras, read_mocap, read_table
+from pose3d import cli
+from pose3d.tasks import data
 
-log = logging.getLogger("export_vp3d")
+ARGS = {"--mocap": dict(required=True), "--cameras": dict(required=True),
+        "--detections": dict(default=None, help="a pose3d detections Parquet (optional)"),
+        "--detections-source": dict(default="det", help="the <source> of data_2d_<name>_<source>.npz"),
+        "--out-dir": dict(required=True), "--name": dict(required=True, help="the <name> of data_3d_<name>.npz (no '_')"),
+        "--joints": dict(choices=("h36m17", "h36m32"), default="h36m17"),
+        "--split": dict(choices=("train", "test"), default=None, help="only this mocap split")}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mocap", required=True)
-    ap.add_argument("--cameras", required=True)
-    ap.add_argument("--detections", default=None, help="a pose3d detections Parquet (optional)")
-    ap.add_argument("--detections-source", default="det", help="the <source> of data_2d_<name>_<source>.npz")
-    ap.add_argument("--out-dir", required=True)
-    ap.add_argument("--name", required=True, help="the <name> of data_3d_<name>.npz (no '_')")
-    ap.add_argument("--joints", choices=("h36m17", "h36m32"), default="h36m17")
-    ap.add_argument("--split", choices=("train", "test"), default=None, help="only this mocap split")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        seqs = read_mocap(a.mocap, split=a.split)
-        cams = load_cameras(a.cameras)
-        det = read_table(a.detections)[0] if a.detections else None
-        paths = export_vp3d(a.out_dir, a.name, seqs, cams, detections=det,
-                            detections_source=a.detections_source, joints=a.joints)
-    except DataError as e:
-        log.error("%s", e)
-        return 1
-    for kind, p in paths.items():
-        log.info("wrote %s (%s)", p, kind)
-    return 0
+    return cli.run_stage(__doc__, None, ARGS, data.run_export_vp3d, argv=argv, name="export_vp3d",
+                         device=False, track=False)
 
 
 if __name__ == "__main__":

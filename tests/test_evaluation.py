@@ -11,7 +11,7 @@ import torch
 
 from pose3d.data.contracts import read_predictions
 from pose3d.data.io import DataError, Sequence, write_table
-from pose3d.evaluation import (GroundTruth, display_sequence, evaluate_files, evaluate_predictions,
+from pose3d.tasks.evaluate import (GroundTruth, display_sequence, evaluate_files, evaluate_predictions,
                                metrics_json, per_action_table, per_joint_table,
                                render_report)
 from pose3d.geometry.camera import Camera
@@ -211,7 +211,7 @@ def studio(tmp_path, gt):
 
 
 def test_run_evaluation_writes_everything(tmp_path, studio):
-    from pose3d.evaluation import FIGURES, run_evaluation
+    from pose3d.tasks.evaluate import FIGURES, run_evaluation
 
     out = tmp_path / "reports"
     res = run_evaluation(mocap=studio["mocap"], cameras=studio["cameras"], predictions=studio["predictions"],

@@ -1,4 +1,4 @@
-"""Tests for the pose-hg-3d style image -> 3D module (pose3d/hg3d.py, pose3d/models/hg3d.py)."""
+"""Tests for the pose-hg-3d style image -> 3D module (pose3d/tasks/image3d.py, pose3d/models/hg3d.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pose3d import hg3d
+from pose3d.tasks import image3d
 from pose3d.geometry.camera import project_camera, world_to_camera
 from pose3d.skeleton import (BONES, HG3D_NAMES, JOINT_INDEX, JOINT_NAMES, MPII16_NAMES, ROOT,
                              bone_lengths, from_hg3d_order, from_mpii16, to_hg3d_order, to_mpii16)
@@ -36,7 +36,7 @@ def _random_rotation(g: torch.Generator) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- geometric loss
 def test_bone_groups_by_name():
-    groups = hg3d.bone_groups("side")
+    groups = image3d.bone_groups("side")
     assert set(groups) == {"left", "right", "torso"}
     assert sorted(sum(groups.values(), [])) == list(range(len(BONES)))
     for e in groups["left"]:
@@ -44,16 +44,16 @@ def test_bone_groups_by_name():
     for e in groups["right"]:
         assert JOINT_NAMES[BONES[e][1]].startswith("r_")
     assert {JOINT_NAMES[BONES[e][1]] for e in groups["torso"]} == {"spine", "thorax", "neck_nose", "head_top"}
-    limbs = hg3d.bone_groups("limbs")
+    limbs = image3d.bone_groups("limbs")
     assert set(limbs) == set(groups)
     left = {JOINT_NAMES[BONES[e][1]] for e in limbs["left"]}
     assert left == {"l_knee", "l_ankle", "l_elbow", "l_wrist"}  # no pelvis->hip, thorax->shoulder
-    pairs = {k: {JOINT_NAMES[BONES[e][1]] for e in v} for k, v in hg3d.bone_groups("pairs").items()}
+    pairs = {k: {JOINT_NAMES[BONES[e][1]] for e in v} for k, v in image3d.bone_groups("pairs").items()}
     assert pairs == {"legs": {"l_knee", "l_ankle", "r_knee", "r_ankle"},
                      "arms": {"l_elbow", "l_wrist", "r_elbow", "r_wrist"},
                      "hips": {"l_hip", "r_hip"}, "shoulders": {"l_shoulder", "r_shoulder"}}
     with pytest.raises(ValueError, match="'pairs'"):
-        hg3d.bone_groups("legs")
+        image3d.bone_groups("legs")
 
 
 @pytest.mark.parametrize("groups", ["side", "limbs", "pairs", "all"])
@@ -64,7 +64,7 @@ def test_geometric_loss_zero_for_canonical_proportions(scale, groups):
     ref = bone_lengths(x)
     # any scale, rotation and translation keeps the proportions
     y = scale * x @ _random_rotation(g).T + torch.tensor([0.3, -1.0, 4.0], dtype=torch.float64)
-    loss = hg3d.geometric_loss(y, ref, groups)
+    loss = image3d.geometric_loss(y, ref, groups)
     assert loss.shape == ()
     assert float(loss) < 1e-20
 
@@ -77,19 +77,19 @@ def test_geometric_loss_positive_for_distorted_skeleton(scale):
     # stretch the left forearm by 40%: the left group's ratios disagree
     e, w = JOINT_INDEX["l_elbow"], JOINT_INDEX["l_wrist"]
     y[w] = y[e] + 1.4 * (y[w] - y[e])
-    loss = hg3d.geometric_loss(scale * y, ref, "side")
+    loss = image3d.geometric_loss(scale * y, ref, "side")
     assert float(loss) > 1e-3
     # the paper's pairs: the stretched forearm disagrees with its mirror image and upper arm
-    assert float(hg3d.geometric_loss(scale * y, ref, "pairs")) > 1e-3
+    assert float(image3d.geometric_loss(scale * y, ref, "pairs")) > 1e-3
     # and the value does not depend on the overall scale
-    assert math.isclose(float(loss), float(hg3d.geometric_loss(y, ref, "side")), rel_tol=1e-9)
+    assert math.isclose(float(loss), float(image3d.geometric_loss(y, ref, "side")), rel_tol=1e-9)
 
 
 def test_geometric_loss_batched_and_differentiable():
     x = _pose().repeat(4, 3, 1, 1)  # (4, 3, J, 3)
     x = x + 0.05 * torch.randn_like(x)
     x.requires_grad_(True)
-    loss = hg3d.geometric_loss(x, bone_lengths(_pose()))
+    loss = image3d.geometric_loss(x, bone_lengths(_pose()))
     assert loss.shape == (4, 3)
     loss.sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -112,14 +112,14 @@ def test_backprojection_of_gt_2d_and_gt_depth_recovers_gt_3d():
     uv = project_camera(x_cam, K, dist)  # distorted pixels (the "GT 2D")
     # an arbitrary crop affine: 3.1 image px per crop px, stride 4
     A = torch.tensor([[3.1, 0.0, 200.0], [0.0, 3.1, 150.0]], dtype=torch.float64).expand(N, 2, 3)
-    k = hg3d.depth_unit(A, K.expand(N, 3, 3), stride=4.0)
-    d = hg3d.depth_target(x_cam, k)  # the "GT depth"
+    k = image3d.depth_unit(A, K.expand(N, 3, 3), stride=4.0)
+    d = image3d.depth_target(x_cam, k)  # the "GT depth"
     assert torch.allclose(d[:, ROOT], torch.zeros(N, dtype=torch.float64))
-    x_rec = hg3d.backproject(uv, d, k, K, dist, z_root=x_cam[:, ROOT, 2])
+    x_rec = image3d.backproject(uv, d, k, K, dist, z_root=x_cam[:, ROOT, 2])
     assert torch.allclose(x_rec, x_cam, atol=1e-9), (x_rec - x_cam).abs().max()
     # without the root depth: the root-relative shape up to scale, rescaled to the skeleton
-    rel = hg3d.reconstruct(uv, d, k, K, dist, bone_lengths(_pose()))
-    assert torch.allclose(rel, hg3d.root_relative(x_cam), atol=1e-9)
+    rel = image3d.reconstruct(uv, d, k, K, dist, bone_lengths(_pose()))
+    assert torch.allclose(rel, image3d.root_relative(x_cam), atol=1e-9)
 
 
 def test_backprojection_gradients_reach_depth():
@@ -127,7 +127,7 @@ def test_backprojection_gradients_reach_depth():
     uv = torch.rand(2, 17, 2, dtype=torch.float64) * 500 + 200
     d = torch.randn(2, 17, dtype=torch.float64, requires_grad=True)
     k = torch.full((2,), 0.003, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda dd: hg3d.backproject(uv, dd, k, K, dist, 4.0), (d,))
+    assert torch.autograd.gradcheck(lambda dd: image3d.backproject(uv, dd, k, K, dist, 4.0), (d,))
 
 
 # --------------------------------------------------------------------------- output orders
@@ -187,7 +187,7 @@ def test_gradients_reach_depth_branch_from_2d_only_samples():
     # give the zero-initialised depth output a nonzero start, as after some training
     torch.nn.init.normal_(net.depth.out.weight, std=0.1)
     ref = bone_lengths(_pose(torch.float32))
-    loss, parts = hg3d.hg3d_losses(net, _batch(4, has_3d=False), sigma=1.0, depth_weight=1.0,
+    loss, parts = image3d.hg3d_losses(net, _batch(4, has_3d=False), sigma=1.0, depth_weight=1.0,
                                    geo_weight=1.0, ref_lengths=ref, groups="side",
                                    use_depth=True, use_geo=True)
     assert "loss_geo" in parts and "loss_depth" not in parts and float(parts["loss_geo"]) > 0
@@ -207,7 +207,7 @@ def test_flip_swaps_depth_and_rays_with_the_joints():
     b = _batch(2, has_3d=True)
     b["depth"] = torch.arange(34.0).view(2, 17)
     b["flip"] = torch.tensor([True, False])
-    f = hg3d._flip_batch(b, W=16)
+    f = image3d._flip_batch(b, W=16)
     perm = list(FLIP_PERM)
     # flipped sample: joint j of the mirror image is the original's mirror joint
     assert torch.equal(f["depth"][0], b["depth"][0, perm])
@@ -227,7 +227,7 @@ def test_flip_swaps_depth_and_rays_with_the_joints():
 def test_depth_branch_untouched_in_2d_phase_and_without_constraint():
     net = _tiny_model().train()
     ref = bone_lengths(_pose(torch.float32))
-    loss, parts = hg3d.hg3d_losses(net, _batch(2, has_3d=False), sigma=1.0, depth_weight=1.0,
+    loss, parts = image3d.hg3d_losses(net, _batch(2, has_3d=False), sigma=1.0, depth_weight=1.0,
                                    geo_weight=1.0, ref_lengths=ref, groups="side",
                                    use_depth=True, use_geo=False)
     loss.backward()
@@ -273,7 +273,7 @@ def _fake_studio(root, n_frames: int = 12, size: int = 64):
 
 def test_load_data_targets_are_consistent(tmp_path):
     _fake_studio(tmp_path)
-    data = hg3d.load_data(tmp_path / "crops.h5", tmp_path / "crops.parquet", tmp_path / "mocap.h5",
+    data = image3d.load_data(tmp_path / "crops.h5", tmp_path / "crops.parquet", tmp_path / "mocap.h5",
                           tmp_path / "cameras.json", input_size=32, stride=4, subjects=["S1"])
     assert set(data.keys["subject"]) == {"S1", "S9"}  # listed subjects + every test crop
     assert data.images.shape[1:] == (32, 32, 3)
@@ -283,7 +283,7 @@ def test_load_data_targets_are_consistent(tmp_path):
 
     uv = apply_affine(torch.from_numpy(data.crop_to_image).double(),
                       heatmap_to_crop(torch.from_numpy(data.joints_hm).double(), 4))
-    x = hg3d.backproject(uv, torch.from_numpy(data.depth).double(), torch.from_numpy(data.k).double(),
+    x = image3d.backproject(uv, torch.from_numpy(data.depth).double(), torch.from_numpy(data.k).double(),
                          torch.from_numpy(data.K).double(), torch.from_numpy(data.dist).double(),
                          torch.from_numpy(data.x_cam[:, ROOT, 2]).double())
     assert torch.allclose(x.float(), torch.from_numpy(data.x_cam), atol=1e-4)
@@ -294,8 +294,8 @@ def test_run_hg3d_tiny_end_to_end(tmp_path):
     from pose3d.models.hg3d import HG3DConfig
 
     _fake_studio(tmp_path)
-    opts = hg3d.HG3DTrainOptions(subjects_3d=("S1",), subjects_2d_only=("S5",),
-                                 schedule=hg3d.PhaseSchedule(1, 1, 1), batch_size=4, geo_weight=1.0,
+    opts = image3d.HG3DTrainOptions(subjects_3d=("S1",), subjects_2d_only=("S5",),
+                                 schedule=image3d.PhaseSchedule(1, 1, 1), batch_size=4, geo_weight=1.0,
                                  samples_per_epoch=8, eval_max=4)  # 2 steps a phase: fast
     cfg = HG3DConfig(deconv_channels=16, depth_channels=8)
     kw = dict(crops_h5=tmp_path / "crops.h5", crops_parquet=tmp_path / "crops.parquet",
@@ -303,7 +303,7 @@ def test_run_hg3d_tiny_end_to_end(tmp_path):
               model_config=cfg, opts=opts, input_size=32, device="cpu", cpu_precision="fp32",
               channels_last=False, progress=False, checkpoint=tmp_path / "ckpt.pt",
               curves_csv=tmp_path / "curves.csv")
-    m = hg3d.run_hg3d(**kw, model_dir=tmp_path / "model", predictions=tmp_path / "pred.parquet")
+    m = image3d.run_hg3d(**kw, model_dir=tmp_path / "model", predictions=tmp_path / "pred.parquet")
     assert set(m["phases"]) == {"2d", "3d", "joint"}
     assert np.isfinite(m["mpjpe_mm"]) and np.isfinite(m["pa_mpjpe_mm"]) and m["n_test"] == 12
     assert np.isfinite(m["gt2d_mpjpe_mm"]) and m["err2d_px"] >= 0

@@ -11,13 +11,15 @@ import pytest
 import torch
 
 from pose3d import params as P
-from pose3d.data.io import Sequence, read_table, save_cameras, write_mocap, write_table
+from pose3d.data.contracts import read_predictions
+from pose3d.data.io import DataError, Sequence, read_table, save_cameras, write_mocap, write_table
 from pose3d.geometry.camera import Camera, project_camera
 from pose3d.geometry.rotations import look_at, rotation_about_axis
-from pose3d.lifting.data import (Augment, build_frames, flip_pixels, make_batch,
+from pose3d.tasks.lifting.data import (Augment, build_frames, flip_pixels, make_batch,
                                  to_screen, window_indices)
-from pose3d.lifting.pipeline import load_lifter, predict, run_lift
-from pose3d.lifting.steps import SETUPS, repnet_batches, unpaired_pools
+from pose3d.tasks.lifting.pipeline import load_lifter, predict, run_lift
+from pose3d.tasks.lifting.steps import (LIFTERS, LazyBatches, Setup, augment_of, register_lifter,
+                                        repnet_batches, setup_temporal_semi, unpaired_pools)
 from pose3d.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, bone_lengths, flip_poses
 from pose3d.train import Trainer, TrainConfig
 
@@ -199,7 +201,7 @@ def key_of(fs, rows):
 
 # --------------------------------------------------------------------------- training
 def _fit(name, p, fs, epochs, ckpt=None, unl=None):
-    setup = SETUPS[name](p, fs, 0, unl) if name == "temporal" else SETUPS[name](p, fs, 0)
+    setup = setup_temporal_semi(p, fs, 0, unl) if unl is not None else LIFTERS[name].setup(p, fs, 0)
     cfg = TrainConfig(epochs=epochs, device="cpu", cpu_precision="fp32", seed=0, checkpoint=ckpt,
                       progress=False)
     tr = Trainer(setup.modules, setup.optimizers, setup.schedulers, config=cfg)
@@ -220,7 +222,7 @@ def test_tiny_training_lowers_the_loss(studio, name, key):
 def test_temporal_velocity_pairs_are_adjacent_frames_augmented_alike(studio):
     fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1"])
     p = _tiny("temporal", velocity_weight=1.0, batch_size=16)
-    setup = SETUPS["temporal"](p, fs, 0)
+    setup = LIFTERS["temporal"].setup(p, fs, 0)
     b = next(iter(setup.train_batches(0)))
     n = len(b["x2d"]) // 2
     assert len(b["x2d"]) == 16 and n == 8
@@ -269,12 +271,64 @@ def test_run_lift_writes_the_contract(studio, tmp_path):
     assert (tmp_path / "model" / "checkpoint.pt").exists() and (tmp_path / "c.csv").exists()
     # model.pt + config.json rebuild the same predictions
     model = load_lifter(tmp_path / "model")
-    pose, _ = predict(model, res["_test"], flip_tta=p.flip_tta)
-    np.testing.assert_allclose(pose, res["_pose"], atol=1e-5)
+    pose, _ = predict(model, res.test, flip_tta=p.flip_tta)
+    np.testing.assert_allclose(pose, res.pose, atol=1e-5)
 
 
 def test_detections_missing_is_a_clear_error(studio, tmp_path):
     p = _tiny("martinez", input_2d="detections", epochs=1)
-    with pytest.raises(ValueError, match="detections"):
+    with pytest.raises(DataError, match="detections"):
         run_lift("martinez", p, P.Base(mlflow=False), mocap=studio / "mocap.h5",
                  cameras=studio / "cameras.json", detections=tmp_path / "none.parquet", progress=False)
+
+
+# --------------------------------------------------------------------------- a new lifter
+class LinearLifter(torch.nn.Module):
+    """A lifter defined here only: one linear map of the root-centred 2D of each frame."""
+
+    def __init__(self, num_joints: int = NUM_JOINTS):
+        super().__init__()
+        self.lin = torch.nn.Linear(num_joints * 2, num_joints * 3)
+
+    def forward(self, x):  # (B, T, J, 2) screen -> (B, T, J, 3) root-relative metres
+        B, T, J, _ = x.shape
+        y = self.lin((x - x[..., :1, :]).reshape(B, T, -1)).reshape(B, T, J, 3)
+        return y - y[..., :1, :]
+
+
+def setup_linear(p, train, seed):
+    torch.manual_seed(seed)
+    model = LinearLifter()
+    opt = torch.optim.Adam(model.parameters(), lr=p.lr)
+    aug = augment_of(p)
+
+    def batches(epoch):
+        rng = np.random.default_rng([seed, epoch])
+        rows = rng.permutation(train.num_frames)
+        n = len(rows) // p.batch_size
+        return LazyBatches(n, lambda i: make_batch(train, rows[i * p.batch_size:(i + 1) * p.batch_size, None],
+                                                   aug, rng))
+
+    def step(ctx, b, epoch):
+        loss = (model(b["x2d"]) - b["pose"]).norm(dim=-1).mean()
+        ctx.backward_step(loss, "gen")
+        return {"loss": loss}
+
+    return Setup(model, {"gen": model}, {"gen": opt}, {}, batches, step, {})
+
+
+def test_a_new_lifter_needs_only_the_registry(studio, tmp_path):
+    register_lifter("linear", LinearLifter, setup_linear)
+    try:
+        p = P.LifterParams(input_2d="gt", epochs=3, batch_size=32, lr=1e-2, virtual_cameras=False)
+        res = run_lift("linear", p, P.Base(mlflow=False, cpu_precision="fp32"), mocap=studio / "mocap.h5",
+                       cameras=studio / "cameras.json", out=tmp_path / "pred.parquet",
+                       model_dir=tmp_path / "model", progress=False)
+        assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+        assert read_predictions(tmp_path / "pred.parquet").method == "linear"
+        model = load_lifter(tmp_path / "model")
+        assert isinstance(model, LinearLifter)
+        pose, _ = predict(model, res.test, flip_tta=p.flip_tta)
+        np.testing.assert_allclose(pose, res.pose, atol=1e-5)
+    finally:
+        del LIFTERS["linear"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from pose3d import pose2d
+from pose3d.tasks import pose2d
 from pose3d.data.crops import CropDataset
 from pose3d.data.io import read_table
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig

@@ -163,7 +163,6 @@ def _score(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, R: torch.Tensor, d
     pixel error ``mean min(e, robust_px)`` over valid observations is the cost; a point behind a
     camera counts ``robust_px``.
     """
-    S = R.shape[0]
     xh = torch.cat([x, torch.ones_like(x[..., :1])], -1)
     xf = x * f[:, None, None]  # px-scaled rows, as in pose3d.geometry.triangulation
     Fm = torch.diag_embed(torch.stack([f, f, torch.ones_like(f)], -1))  # (V, 3, 3)

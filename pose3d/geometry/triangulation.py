@@ -35,7 +35,7 @@ from typing import Mapping, Sequence
 import torch
 
 from pose3d.geometry import native
-from pose3d.geometry.camera import Camera, project, stack_cameras, undistort_points
+from pose3d.geometry.camera import Camera, project, stack_cameras
 from pose3d.geometry.shapes import check_shape
 
 __all__ = [
@@ -153,25 +153,6 @@ def _eigh_fallback(X: torch.Tensor, resid: torch.Tensor, M: torch.Tensor | None,
     X = X.clone()
     X[bad] = v[..., :3] / v[..., 3:]
     return X
-
-
-def _smallest_eigvec(M: torch.Tensor, iters: int = 2) -> torch.Tensor:
-    """Unit eigenvector of the smallest eigenvalue of symmetric PSD ``M`` (*, 4, 4) -> (*, 4).
-
-    :func:`_homogeneous_solve` on M's entries, ``eigh`` where its eigen-residual stays above
-    1e-9; sign fixed so that the 4th component is >= 0. Equal to ``eigh`` to ~1e-12 (tested).
-    """
-    X, resid, _ = _homogeneous_solve([M[..., i, j] for i, j in _UPPER], iters)
-    x = torch.cat([X, torch.ones_like(X[..., :1])], -1)
-    x = x / x.norm(dim=-1, keepdim=True)
-    bad = ~(resid <= 1e-9)
-    if bad.any():
-        eye = torch.eye(4, dtype=M.dtype, device=M.device)
-        tr = M.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
-        Ms = torch.where(tr > 0, M / torch.where(tr > 0, tr, torch.ones_like(tr)), eye) + 1e-12 * eye
-        x = x.clone()
-        x[bad] = torch.linalg.eigh(Ms[bad])[1][..., 0]
-    return x
 
 
 # --------------------------------------------------------------------------- DLT

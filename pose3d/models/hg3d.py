@@ -16,7 +16,7 @@ decoded sub-pixel heatmap maximum at test time (:func:`read_depth`). This is equ
 seed's fully-connected regression (each output sees the whole image through the ResNet's
 stride-32 receptive field) while keeping a per-pixel, translation-equivariant layout.
 
-Depth unit: see :mod:`pose3d.hg3d` (heatmap pixels at the root's depth, divided by W).
+Depth unit: see :mod:`pose3d.tasks.image3d` (heatmap pixels at the root's depth, divided by W).
 
 Glossary: B batch, C channels, J joints, H/W heatmap size, S input size.
 

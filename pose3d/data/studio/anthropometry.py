@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pose3d.skeleton import JOINT_INDEX, JOINT_NAMES, PARENTS
+from pose3d.skeleton import JOINT_NAMES, PARENTS
 
 # Drillis & Contini ratios (fraction of stature), see the module docstring.
 RATIOS: dict[str, float] = {
@@ -156,6 +156,3 @@ def subject_from_bone_lengths(name: str, positions: np.ndarray, seed: int) -> Su
                             + (leg + trunk) / (1 - RATIOS["ankle_height"]) * 0.5, 1.3, 2.1))
     return make_subject(name, seed, stature=stature)
 
-
-def joint_index(name: str) -> int:
-    return JOINT_INDEX[name]

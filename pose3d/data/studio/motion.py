@@ -57,8 +57,6 @@ LIMITS: dict[str, tuple[tuple[float, float], ...]] = {
     "r_elbow": ((0, 150), (0, 0), (0, 0)),
     "l_elbow": ((0, 150), (0, 0), (0, 0)),
 }
-#: joints without children (or the root) have no angles.
-STATIC_JOINTS = ("pelvis", "r_ankle", "l_ankle", "head_top", "l_wrist", "r_wrist")
 
 # (s_flex, s_abd, s_twist): sign of each anatomical angle in the rotation about Y, X, Z.
 _SIGNS: dict[str, tuple[float, float, float]] = {
@@ -568,10 +566,6 @@ def _clip_angles(angles: np.ndarray) -> np.ndarray:
         for dof, (lo, hi) in enumerate(lims):
             out[:, J[jn], dof] = soft_clip(out[:, J[jn], dof], lo, hi)
     return out
-
-
-def _yaw_matrix(yaw_rad: np.ndarray) -> np.ndarray:
-    return rot_z(yaw_rad)
 
 
 def _pelvis_R(rot_deg: np.ndarray, heading: np.ndarray) -> np.ndarray:

@@ -16,10 +16,12 @@ Glossary: N crops, B batch, J joints, S crop size, H/W heatmap size, stride = S 
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +29,15 @@ import torch
 from tqdm.auto import tqdm
 
 from pose3d.data.contracts import write_detections
-from pose3d.data.crops import (NO_AUGMENTATION, CropDataset, CropIndex, apply_affine,
-                               iter_crop_blocks, normalize_images, read_crops)
+from pose3d import params
+from pose3d.data.crops import (Augmentation, CropDataset, CropIndex, apply_affine,
+                               iter_crop_blocks, normalize_images, read_crop_index, read_crops)
 from pose3d.data.io import DataError, atomic_path, file_digest, write_json
 from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_targets,
                              heatmap_to_crop, weighted_mse)
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.skeleton import JOINT_NAMES, LEFT_JOINTS, PARENTS
-from pose3d.train import Trainer, load_state, resolve_device, resolve_precision
+from pose3d.train import Trainer, TrainConfig, autocast, load_state, resolve_device, resolve_precision, save_model
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +92,32 @@ def joints_in_crops(index: CropIndex) -> np.ndarray:
     return apply_affine(index.image_to_crop(), index.gt_2d.astype(np.float64)).astype(np.float32)
 
 
-def build_model(config: PoseResNetConfig) -> PoseResNet:
-    return PoseResNet(config)
+#: 2D heatmap models by name (``pose2d.architecture``, saved in config.json): (network, config).
+#: The config is a dataclass with ``to_dict`` / ``from_dict`` and ``stride``, filled from the
+#: pose2d params keys of the same names; the network maps (N, 3, S, S) crops to
+#: (N, J, S / stride, S / stride) heatmaps. A new 2D model is one entry here (and its params keys).
+MODELS_2D: dict[str, tuple[type[torch.nn.Module], type]] = {"pose_resnet": (PoseResNet, PoseResNetConfig)}
+
+
+def _registered(architecture: str, where: str) -> tuple[type[torch.nn.Module], type]:
+    if architecture not in MODELS_2D:
+        raise DataError(f"{where}: architecture {architecture!r} is not a registered 2D model "
+                        f"(known: {', '.join(MODELS_2D)})")
+    return MODELS_2D[architecture]
+
+
+def model_config_of(p, num_joints: int):
+    """The config of the 2D model ``p.architecture`` from the params section ``p``."""
+    cls = _registered(p.architecture, "pose2d.architecture")[1]
+    keys = {f.name for f in dataclasses.fields(cls)} - {"num_joints"}
+    return cls(num_joints=num_joints, **{k: getattr(p, k) for k in keys if hasattr(p, k)})
+
+
+def build_model(architecture: str, config) -> torch.nn.Module:
+    return _registered(architecture, "pose2d.architecture")[0](config)
 
 
 # --------------------------------------------------------------------------- inference
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def predict(model: PoseResNet, crops: np.ndarray | torch.Tensor, *, flip: bool = True,
             method: str = "dark", sigma: float = 1.5, precision: str = "fp32",
@@ -120,7 +136,7 @@ def predict(model: PoseResNet, crops: np.ndarray | torch.Tensor, *, flip: bool =
         x = torch.cat([x, x.flip(-1)])
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with _autocast(device, precision):
+    with autocast(device, precision):
         f = model.features(x)
     hm = model.final(f.float())
     if flip:
@@ -371,58 +387,60 @@ def make_scheduler(opt: torch.optim.Optimizer, schedule: str, epochs: int, lr_st
     raise ValueError(f"lr_schedule = {schedule!r}: expected 'step' or 'cosine'")
 
 
-def fit(crops_h5, index: CropIndex, *, model_config: PoseResNetConfig, trainer_config, run=None,
-        fingerprint: str = "", max_train_crops: int = 0, val_max_crops: int = 512,
-        batch_size: int = 32, lr: float = 1e-3, lr_schedule: str = "step", lr_steps=(),
-        lr_factor: float = 0.1, weight_decay: float = 0.0, sigma: float = 1.5, augmentation=None,
-        flip_test: bool = True, decode_method: str = "dark") -> tuple[PoseResNet, list[dict], dict]:
-    """Train pose_resnet on the train-split crops; validate on the test split after every epoch.
+def augmentation_of(p) -> Augmentation:
+    return Augmentation(scale=p.aug_scale, rotation=p.aug_rotation, rotation_prob=p.aug_rotation_prob,
+                        flip_prob=p.aug_flip_prob, color=p.aug_color, brightness=p.aug_brightness,
+                        shift=p.aug_shift)
+
+
+def fit(crops_h5, index: CropIndex, p, *, trainer_config, run=None,
+        fingerprint: str = "") -> tuple[torch.nn.Module, list[dict], dict]:
+    """Train the 2D model of params section ``p`` (pose2d) on the train-split crops; validate
+    on the test split after every epoch.
 
     Returns (model in eval mode, history, final validation metrics with per-joint values).
     """
-    train_idx, val_idx = split_crops(index, max_train_crops, val_max_crops)
+    model_config = model_config_of(p, len(index.meta["joint_names"]))
+    sigma = p.sigma
+    train_idx, val_idx = split_crops(index, p.max_train_crops, p.val_max_crops)
     log.info("train_2d: %d train crops, %d validation crops (of %d)", len(train_idx), len(val_idx), len(index))
     train_crops = read_crops(crops_h5, train_idx.keys["index"].to_numpy())
     val_crops = read_crops(crops_h5, val_idx.keys["index"].to_numpy())
-    dataset = CropDataset(train_crops, joints_in_crops(train_idx), augmentation or NO_AUGMENTATION,
-                          seed=trainer_config.seed)
+    dataset = CropDataset(train_crops, joints_in_crops(train_idx), augmentation_of(p), seed=trainer_config.seed)
     torch.manual_seed(trainer_config.seed)
-    model = build_model(model_config)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = make_scheduler(opt, lr_schedule, trainer_config.epochs, lr_steps, lr_factor)
+    model = build_model(p.architecture, model_config)
+    opt = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    sched = make_scheduler(opt, p.lr_schedule, trainer_config.epochs, p.lr_steps, p.lr_factor)
     trainer = Trainer({"model": model}, {"model": opt}, {"model": sched}, config=trainer_config, run=run)
     cl = bool(trainer_config.channels_last)
     precision = trainer.precision  # validate in the precision the model trains in
     widths = image_widths(val_idx)
-    kw = dict(batch_size=64, flip=flip_test, method=decode_method, sigma=sigma, precision=precision,
+    kw = dict(batch_size=64, flip=p.flip_test, method=p.decode, sigma=sigma, precision=precision,
               channels_last=cl)
     evaluate = make_evaluate(val_crops, val_idx, widths, **kw)
-    history = trainer.fit(make_step(model_config.stride, sigma), EpochBatches(dataset, batch_size, trainer_config.seed),
-                          evaluate, fingerprint=fingerprint)
+    history = trainer.fit(make_step(model_config.stride, sigma),
+                          EpochBatches(dataset, p.batch_size, trainer_config.seed), evaluate, fingerprint=fingerprint)
     model.eval()
     _, final = score_crops(model, val_crops, val_idx, widths, **kw)
     return model, history, final
 
 
 # --------------------------------------------------------------------------- detect stage
-def load_model(model_dir: Path, device: str = "auto", crop_size: int | None = None) -> tuple[PoseResNet, dict]:
+def load_model(model_dir: Path, device: str = "auto", crop_size: int | None = None) -> tuple[torch.nn.Module, dict]:
     """models/pose2d/{model.pt, config.json} -> (model in eval mode on the device, config dict).
 
     ``crop_size``: the size of the crops it will see; a model trained on another size is a
     :class:`~pose3d.data.io.DataError` naming both."""
-    import json
-
-
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
     if not cfg_path.exists():
-        raise FileNotFoundError(f"{cfg_path}: model config not found")
+        raise DataError(f"{cfg_path}: model config not found (run train_2d first)")
     cfg = json.loads(cfg_path.read_text())
     if crop_size is not None and int(cfg.get("input_size", crop_size)) != crop_size:
         raise DataError(f"{cfg_path}: the model was trained on {cfg['input_size']} px crops, "
                         f"these are {crop_size} px (extract.crop_size)")
-    keys = ("depth", "num_joints", "deconv_channels", "deconv_kernel", "num_deconv")
-    model = PoseResNet(PoseResNetConfig(**{k: int(cfg[k]) for k in keys}))
+    net, cfg_cls = _registered(cfg.get("architecture", "pose_resnet"), str(cfg_path))
+    model = net(cfg_cls.from_dict({f.name: cfg[f.name] for f in dataclasses.fields(cfg_cls)}))
     model.load_state_dict(load_state(model_dir / "model.pt"))
     dev = resolve_device(device)
     model.to(dev).eval()
@@ -435,7 +453,7 @@ def load_model(model_dir: Path, device: str = "auto", crop_size: int | None = No
 MODEL_INFO_KEYS = ("architecture", "depth", "deconv_channels", "deconv_kernel", "num_deconv", "input_size", "sigma")
 
 
-def run_detection(model: PoseResNet, crops_h5, index: CropIndex, model_path, out_parquet, metrics_json,
+def run_detection(model: torch.nn.Module, crops_h5, index: CropIndex, model_path, out_parquet, metrics_json,
                   figure_png, *, batch_size: int = 64, flip: bool = True, method: str = "dark",
                   sigma: float = 1.5, precision: str = "fp32", figure_crops: int = 16,
                   seed: int = 0, progress: bool = True, model_config: dict | None = None) -> dict:
@@ -477,3 +495,45 @@ def run_detection(model: PoseResNet, crops_h5, index: CropIndex, model_path, out
     titles = [f"{r.subject} {r.action} {r.camera} #{r.frame}" for r in sub.keys.iloc[pick].itertuples()]
     draw_crop_grid(figure_png, crops, pred_c, gt_c, titles)
     return metrics
+
+
+# --------------------------------------------------------------------------- the stages
+def run_train_stage(s, paths, tracker) -> str:
+    """``train_2d``: train on the crops, write the model, its metrics and curves."""
+    p, base = s.params, s.base
+    index = read_crop_index(paths.crops_index)
+    trainer_config = TrainConfig(epochs=p.epochs, device=base.device, cpu_precision=base.cpu_precision,
+                                 channels_last=p.channels_last, seed=base.seed,
+                                 checkpoint=Path(paths.checkpoint), curves_csv=Path(paths.curves), desc="train_2d")
+    # the checkpoint resumes only for identical params and identical crops
+    fp = params.fingerprint(p, base) + "-" + str(index.meta.get("crop_size")) + f"-{len(index)}"
+    tracker.log_params({"extract.crop_size": index.crop_size})
+    model, history, final = fit(paths.crops_h5, index, p, trainer_config=trainer_config, run=tracker,
+                                fingerprint=fp)
+    config = model_config_of(p, len(index.meta["joint_names"]))
+    save_model(paths.model_dir, model, {**config.to_dict(), "input_size": index.crop_size, "sigma": p.sigma,
+                                        "architecture": p.architecture})
+    final["epochs"] = len(history)
+    write_json(paths.metrics, final)
+    tracker.log_metrics({f"final_{k}": v for k, v in flat_metrics(final).items()})
+    tracker.log_artifact(paths.metrics)
+    return (f"validation PCK@0.1 {final['pck_0.1']:.4f}, mean error {final['mean_px_error']:.2f} px "
+            f"({final['mean_px_error_per_1000px']:.2f} per 1000 px)")
+
+
+def run_detect_stage(s, paths, tracker) -> str:
+    """``detect_2d``: detect on every crop with the trained model."""
+    p, base = s.params, s.base
+    index = read_crop_index(paths.crops_index)
+    model, config = load_model(Path(paths.model_dir), device=base.device, crop_size=index.crop_size)
+    t0 = time.perf_counter()
+    result = run_detection(model, paths.crops_h5, index, Path(paths.model_dir) / "model.pt", paths.out,
+                           paths.metrics, paths.figure, batch_size=p.batch_size, flip=p.flip_test,
+                           method=p.decode, sigma=float(config.get("sigma", 1.5)), precision=p.precision,
+                           figure_crops=p.figure_crops, seed=base.seed, model_config=config)
+    seconds = time.perf_counter() - t0
+    tracker.log_metrics({**flat_metrics(result), "seconds": seconds, "crops_per_s": len(index) / max(seconds, 1e-9)})
+    for path in (paths.metrics, paths.figure):
+        tracker.log_artifact(path)
+    return (f"{len(index)} crops in {seconds:.1f} s; test PCK@0.1 {result['pck_0.1']:.4f}, mean error "
+            f"{result['mean_px_error']:.2f} px ({result['mean_px_error_per_1000px']:.2f} per 1000 px)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,10 @@ import torch
 from pose3d import metrics as M
 from pose3d.data.contracts import write_predictions
 from pose3d.data.io import DataError, file_digest, write_json
-from pose3d.lifting.data import FrameSet, build_frames, flip_pixels, split_of, to_screen
-from pose3d.lifting.steps import SETUPS
-from pose3d.models import LIFTERS
 from pose3d.params import as_flat_dict, fingerprint
 from pose3d.skeleton import JOINT_NAMES, flip_poses
+from pose3d.tasks.lifting.data import FrameSet, build_frames, flip_pixels, split_of, to_screen
+from pose3d.tasks.lifting.steps import LIFTERS
 from pose3d.train import Trainer, TrainConfig, load_state, resolve_device, save_model
 
 log = logging.getLogger(__name__)
@@ -99,21 +99,32 @@ def load_lifter(model_dir, map_location="cpu") -> torch.nn.Module:
     kw = dict(cfg["model_kwargs"])
     if "filter_widths" in kw:
         kw["filter_widths"] = tuple(kw["filter_widths"])
-    model = LIFTERS[cfg["model"]](**kw)
+    if cfg["model"] not in LIFTERS:
+        raise DataError(f"{model_dir}/config.json: unknown lifter {cfg['model']!r} (known: {', '.join(LIFTERS)})")
+    model = LIFTERS[cfg["model"]].model(**kw)
     model.load_state_dict(load_state(model_dir / "model.pt", map_location))
     return model.eval()
 
 
 # --------------------------------------------------------------------------- the stage
+@dataclass(frozen=True)
+class LiftResult:
+    metrics: dict            # what the metrics JSON holds (test subjects)
+    history: list[dict]      # one row per epoch (the curves CSV)
+    test: FrameSet           # the test frames ...
+    pose: np.ndarray         # ... their predictions (N, J, 3) root-relative camera-frame metres
+    root: np.ndarray | None  # (N, 3) predicted root trajectory (lifters with_root)
+
+
 def run_lift(model_name: str, p, base, *, mocap, cameras, detections=None, out=None,
              model_dir=None, metrics_path=None, curves=None, run=None, progress: bool = True,
-             train_subjects=None, test_subjects=None) -> dict:
-    """Train ``model_name`` with params section ``p`` and write the stage's outputs.
-
-    Subjects come from mocap.h5's ``split`` attrs unless given. Returns the metrics dict.
+             train_subjects=None, test_subjects=None) -> LiftResult:
+    """Train the registered lifter ``model_name`` with params section ``p`` and write the
+    stage's outputs (each optional). Subjects come from mocap.h5's ``split`` attrs unless given.
     """
-    if model_name not in SETUPS:
-        raise ValueError(f"unknown lifter {model_name!r} (known: {', '.join(SETUPS)})")
+    if model_name not in LIFTERS:
+        raise DataError(f"unknown lifter {model_name!r} (known: {', '.join(LIFTERS)})")
+    spec = LIFTERS[model_name]
     if base.num_threads:
         torch.set_num_threads(base.num_threads)
     train_subjects = list(train_subjects or split_of(mocap, "train"))
@@ -132,18 +143,8 @@ def run_lift(model_name: str, p, base, *, mocap, cameras, detections=None, out=N
     log.info("%s: %d train frames (%d sequences), %d test frames", model_name, train.num_frames,
              len(train), test.num_frames)
 
-    if model_name == "temporal":
-        labeled = list(p.labeled_subjects) or [s for s in train_subjects if s not in p.unlabeled_subjects]
-        for s in list(labeled) + list(p.unlabeled_subjects):
-            if s not in train_subjects:
-                raise DataError(f"temporal: subject {s!r} is not a train subject ({train_subjects})")
-        lab = train.select([s in labeled for s in train.subject])
-        unl = train.select([s in p.unlabeled_subjects for s in train.subject]) if p.unlabeled_subjects else None
-        setup = SETUPS["temporal"](p, lab, base.seed, unl)
-    else:
-        setup = SETUPS[model_name](p, train, base.seed)
-
-    with_root = model_name == "temporal"
+    setup = spec.setup(p, train, base.seed)
+    with_root = spec.with_root
     device = resolve_device(base.device)
     eval_seqs = test.select(np.arange(len(test)) % max(len(test) // 16, 1) == 0)  # a fixed subset
 
@@ -178,6 +179,14 @@ def run_lift(model_name: str, p, base, *, mocap, cameras, detections=None, out=N
         for path in (metrics_path, curves):
             if path is not None:
                 run.log_artifact(path)
-    result["history"] = history
-    result["_pose"], result["_root"], result["_test"] = pose, root, test
-    return result
+    return LiftResult(result, history, test, pose, root)
+
+
+def run_stage(s, paths, tracker) -> str:
+    """``lift@<model>``: :func:`run_lift` with the stage's files (see stages/lift.py)."""
+    res = run_lift(paths.model, s.params, s.base, mocap=paths.mocap, cameras=paths.cameras,
+                   detections=paths.detections, out=paths.out, model_dir=paths.model_dir,
+                   metrics_path=paths.metrics, curves=paths.curves, run=tracker)
+    m = res.metrics
+    return (f"MPJPE {m['mpjpe_mm']:.1f} mm, P-MPJPE {m['pa_mpjpe_mm']:.1f} mm, MPJVE {m['mpjve_mm']:.2f} mm "
+            f"on {m['num_test_frames']} test frames")

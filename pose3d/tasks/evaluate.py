@@ -43,6 +43,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence as Seq
@@ -725,3 +726,23 @@ def _detections_figure(viz, gt: GroundTruth, detections, videos_dir, subject: st
         kp, gt_kp = gt_kp, None
     title = f"{subject}/{action} {camera} frame {frame}" + (f" ({'; '.join(note)})" if note else "")
     viz.overlay_2d(img, kp, out, scores=scores, gt_kp=gt_kp, title=title)
+
+
+def run_stage(s, paths, tracker) -> str:
+    """``evaluate``: :func:`run_evaluation` with the stage's files and the evaluate section."""
+    p = s.params
+    t0 = time.perf_counter()
+    out = run_evaluation(
+        mocap=paths.mocap, cameras=paths.cameras, predictions=paths.predictions, detections=paths.detections,
+        videos_dir=paths.videos_dir, curves=paths.curves, stage_metrics=paths.stage_metrics,
+        metrics_out=paths.metrics, plots_dir=paths.plots_dir, figures_dir=paths.figures_dir,
+        report=paths.report, split=p.split, pck_threshold=p.pck_threshold_mm / 1000,
+        auc_max=p.auc_max_mm / 1000, auc_steps=p.auc_steps, joint_subset=p.joint_subset,
+        subset_name=p.subset_name, gif_frames=p.gif_frames, gif_step=p.gif_step, gif_fps=p.gif_fps,
+        gif_dpi=p.gif_dpi, device=s.device)
+    tracker.log_metrics({**out["flat"], "seconds": time.perf_counter() - t0})
+    for path in [*out["figures"].values(), paths.report, paths.metrics,
+                 f"{paths.plots_dir}/per_action.csv", f"{paths.plots_dir}/per_joint.csv"]:
+        tracker.log_artifact(path)
+    return "; ".join(f"{m} MPJPE {v['mpjpe_mm']:.1f} mm, P-MPJPE {v['pa_mpjpe_mm']:.1f} mm"
+                     for m, v in out["metrics"].items())

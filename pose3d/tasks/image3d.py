@@ -42,14 +42,15 @@ import torch
 
 from pose3d.data.contracts import write_predictions
 from pose3d.data.crops import apply_affine, invert_affine, normalize_images, read_crop_index, read_crops
-from pose3d.data.io import DataError, file_digest, load_cameras, read_mocap
+from pose3d import params
+from pose3d.data.io import DataError, file_digest, load_cameras, read_mocap, write_json
 from pose3d.geometry.camera import pixels_to_normalized, undistort_points, world_to_camera
 from pose3d.geometry.shapes import check_shape
 from pose3d.heatmaps import crop_to_heatmap, decode, gaussian_targets, heatmap_to_crop, weighted_mse
 from pose3d.metrics import mpjpe, pa_mpjpe
 from pose3d.models.hg3d import HG3D, HG3DConfig, read_depth
 from pose3d.skeleton import BONES, FLIP_PERM, JOINT_NAMES, ROOT, bone_group, bone_lengths
-from pose3d.train import Trainer, TrainConfig, load_state, save_model
+from pose3d.train import LazyBatches, Trainer, TrainConfig, load_state, save_model
 
 log = logging.getLogger(__name__)
 
@@ -469,19 +470,6 @@ class HG3DTrainOptions:
     eval_max: int = 256  # evenly spaced test crops scored after each epoch (per-phase metrics)
 
 
-class _Lazy:
-    """A sized iterable that builds each batch when it is reached (images stay uint8 till then)."""
-
-    def __init__(self, make, items):
-        self.make, self.items = make, list(items)
-
-    def __len__(self):
-        return len(self.items)
-
-    def __iter__(self):
-        return (self.make(i) for i in self.items)
-
-
 def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None, fingerprint: str = ""
           ) -> tuple[torch.Tensor, list[dict], dict[str, dict[str, float]]]:
     """Train ``model`` (an :class:`pose3d.models.hg3d.HG3D`) through the three phases with one
@@ -531,7 +519,7 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
                     "k": torch.from_numpy(data.k[r]), "has_3d": torch.from_numpy(is3d[r]),
                     "flip": torch.from_numpy(flips[i:i + opts.batch_size])}
 
-        return _Lazy(make, starts)
+        return LazyBatches(len(starts), lambda i: make(starts[i]))
 
     def step(ctx, batch, epoch):
         phase = sched.phase(epoch)
@@ -606,7 +594,7 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
         mine = model_config.pose_config().to_dict()
         clash = {k: (cfg2d.get(k), v) for k, v in mine.items() if k in cfg2d and cfg2d[k] != v}
         if clash:
-            raise ValueError(f"{pose2d_dir}/config.json: the 2D model differs from hg3d's 2D module "
+            raise DataError(f"{pose2d_dir}/config.json: the 2D model differs from hg3d's 2D module "
                              f"in {clash} (set hg3d.resnet_depth to match, or hg3d.init_from_2d: false)")
     torch.manual_seed(seed)
     model = HG3D(model_config)
@@ -653,3 +641,27 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
                                       "canonical_bone_lengths_m": ref_lengths.tolist(),
                                       "depth_unit": "heatmap px at the root depth / heatmap width"})
     return metrics
+
+
+def run_stage(s, paths, tracker) -> str:
+    """``train_hg3d``: :func:`run_hg3d` with the stage's files and the hg3d section."""
+    p, base = s.params, s.base
+    if p.init_from_2d and not paths.pose2d:
+        raise DataError("hg3d.init_from_2d is true but no --pose2d folder was given")
+    model_config, opts = configs_from_params(p)
+    metrics = run_hg3d(
+        crops_h5=paths.crops_h5, crops_parquet=paths.crops_index, mocap_h5=paths.mocap,
+        cameras_json=paths.cameras, model_config=model_config, opts=opts, input_size=p.input_size,
+        frame_stride=p.frame_stride, pose2d_dir=paths.pose2d if p.init_from_2d else None, device=base.device,
+        cpu_precision=base.cpu_precision, channels_last=p.channels_last, seed=base.seed,
+        model_dir=paths.model_dir, predictions=paths.predictions, checkpoint=paths.checkpoint,
+        curves_csv=paths.curves, run=tracker, fingerprint=params.fingerprint(p, base))
+    tracker.log_metrics({**{k: metrics[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "err2d_px", "gt2d_mpjpe_mm",
+                                                    "gt2d_pa_mpjpe_mm", "seconds")},
+                         **{f"{ph}.{k}": v for ph, m in metrics["phases"].items() for k, v in m.items()}})
+    write_json(paths.metrics, metrics)
+    return (f"MPJPE {metrics['mpjpe_mm']:.1f} mm, P-MPJPE {metrics['pa_mpjpe_mm']:.1f} mm on {metrics['n_test']} "
+            f"test crops (2D error {metrics['err2d_px']:.1f} px; GT 2D + predicted depth: "
+            f"{metrics['gt2d_mpjpe_mm']:.1f} / {metrics['gt2d_pa_mpjpe_mm']:.1f} mm); {metrics['seconds']:.0f} s "
+            f"(load {metrics['seconds_load']:.0f}, train {metrics['seconds_train']:.0f}, "
+            f"predict {metrics['seconds_predict']:.0f})")

@@ -1,8 +1,11 @@
-"""Per-model training setups for the one training loop (:class:`pose3d.train.Trainer`).
+"""Per-model training setups for the one training loop (:class:`pose3d.train.Trainer`), and
+the registry of lifters.
 
-Each ``setup_<model>(p, train, seed, ...)`` returns a :class:`Setup`: the modules,
-optimisers and schedulers for the Trainer, ``train_batches(epoch)`` and ``step_fn``.
-Batches are built lazily by :func:`pose3d.lifting.data.make_batch` with the section's
+Each ``setup_<model>(p, train, seed)`` returns a :class:`Setup`: the modules, optimisers and
+schedulers for the Trainer, ``train_batches(epoch)`` and ``step_fn``. :data:`LIFTERS` maps a
+lifter's name (its params section and ``lift --model``) to its model class and setup; a new
+lifter is a model, a setup and one :func:`register_lifter` line (plus its params section).
+Batches are built lazily by :func:`pose3d.tasks.lifting.data.make_batch` with the section's
 augmentation; shuffles use ``numpy.random.default_rng([seed, epoch])``.
 """
 
@@ -14,12 +17,32 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from pose3d.data.io import DataError
 from pose3d.geometry.camera import project_camera
-from pose3d.lifting.data import Augment, FrameSet, make_batch, to_screen, window_indices
 from pose3d.models.martinez import MartinezLifter
 from pose3d.models.repnet import KCSCritic, RepNetLifter, camera_loss, critic_loss, reprojection_loss
 from pose3d.models.temporal import TemporalDiscriminator, TemporalLifter
 from pose3d.skeleton import bone_lengths
+from pose3d.tasks.lifting.data import Augment, FrameSet, make_batch, to_screen, window_indices
+from pose3d.train import LazyBatches
+
+
+@dataclass(frozen=True)
+class LifterSpec:
+    """A registered lifter: ``model(**model_kwargs)`` rebuilds it (:func:`load_lifter`),
+    ``setup(p, train, seed)`` trains it; ``with_root``: it also predicts the root trajectory
+    (``forward_root``), written as the predictions' ``root_3d`` column."""
+
+    model: type
+    setup: Callable[..., "Setup"]
+    with_root: bool = False
+
+
+LIFTERS: dict[str, LifterSpec] = {}
+
+
+def register_lifter(name: str, model: type, setup: Callable[..., "Setup"], with_root: bool = False) -> None:
+    LIFTERS[name] = LifterSpec(model, setup, with_root)
 
 
 @dataclass
@@ -31,20 +54,6 @@ class Setup:
     train_batches: Callable[[int], Any]
     step_fn: Callable
     model_kwargs: dict
-
-
-class LazyBatches:
-    """A sized iterable of batches made on demand: ``make(i)`` for i in range(n)."""
-
-    def __init__(self, n: int, make: Callable[[int], Any]):
-        self.n, self.make = n, make
-
-    def __len__(self):
-        return self.n
-
-    def __iter__(self):
-        for i in range(self.n):
-            yield self.make(i)
 
 
 def augment_of(p) -> Augment:
@@ -193,7 +202,20 @@ def temporal_context(receptive_field: int, causal: bool) -> tuple[int, int]:
     return (r, 0) if causal else (r // 2, r - r // 2)
 
 
-def setup_temporal(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | None = None) -> Setup:
+def setup_temporal(p, train: FrameSet, seed: int) -> Setup:
+    """The labelled subjects (``p.labeled_subjects``, default: every train subject not in
+    ``p.unlabeled_subjects``) are supervised in 3D; the unlabelled ones give only their 2D."""
+    subjects = set(train.subject)
+    labeled = list(p.labeled_subjects) or [s for s in sorted(subjects) if s not in p.unlabeled_subjects]
+    for s in list(labeled) + list(p.unlabeled_subjects):
+        if s not in subjects:
+            raise DataError(f"temporal: subject {s!r} is not a train subject ({sorted(subjects)})")
+    lab = train.select([s in labeled for s in train.subject])
+    unl = train.select([s in p.unlabeled_subjects for s in train.subject]) if p.unlabeled_subjects else None
+    return setup_temporal_semi(p, lab, seed, unl)
+
+
+def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | None = None) -> Setup:
     torch.manual_seed(seed)  # reproducible initial weights
     kw = dict(filter_widths=tuple(p.filter_widths), causal=p.causal, dropout=p.dropout,
               channels=p.channels, traj_channels=p.traj_channels)
@@ -290,4 +312,6 @@ def setup_temporal(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | None =
     return Setup(model, modules, opts, scheds, batches, step, kw)
 
 
-SETUPS = {"martinez": setup_martinez, "repnet": setup_repnet, "temporal": setup_temporal}
+register_lifter("martinez", MartinezLifter, setup_martinez)
+register_lifter("repnet", RepNetLifter, setup_repnet)
+register_lifter("temporal", TemporalLifter, setup_temporal, with_root=True)

@@ -252,3 +252,12 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                       root_relative=False, meta=meta)
     write_json(metrics_out, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
     return metrics
+
+
+def run_stage(s, paths, tracker) -> str:
+    """``triangulate@<method>``: :func:`run` with the stage's files."""
+    tracker.log_params({"method": paths.method})
+    m = run(paths.method, paths.mocap, paths.cameras, paths.detections, paths.out, paths.metrics, s.params,
+            s.device, seed=s.base.seed)
+    tracker.log_metrics(m)
+    return ", ".join(f"{k}={v:.4g}" for k, v in m.items())

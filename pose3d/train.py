@@ -27,6 +27,7 @@ float batches (conv nets are 1.5-2x faster that way on the CPU).
 from __future__ import annotations
 
 import contextlib
+import io
 import csv
 import json
 import logging
@@ -326,8 +327,10 @@ def save_model(model_dir: str | Path, module: nn.Module, config: Mapping[str, An
     model_dir = Path(model_dir)
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    buf = io.BytesIO()  # not the temporary file: its random name would become the zip's root folder
+    torch.save(state, buf)
     with atomic_path(model_dir / name) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buf.getvalue())
     with atomic_path(model_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(cfg, indent=2, default=str) + "\n")
     return model_dir / name

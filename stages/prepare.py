@@ -1,6 +1,6 @@
 """Stage ``prepare``: convert Human3.6M (one of four layouts) into the studio layout.
 
-    python stages/prepare.py --source "<prepare.source>" --out-dir data/prepared \
+    python stages/prepare.py [--source <overrides prepare.source>] --out-dir data/prepared \
         --metrics reports/metrics/prepare.json
 
 With ``prepare.layout: none`` (the default) it writes the same files empty, in about a
@@ -12,7 +12,7 @@ import sys
 from pose3d import cli
 from pose3d.tasks import data
 
-ARGS = {"--source": dict(default=None, help="overrides prepare.source (dvc.yaml passes it)"),
+ARGS = {"--source": dict(default=None, help="overrides prepare.source (by hand; the DAG reads params.yaml)"),
         "--out-dir": dict(required=True), "--metrics": dict(required=True)}
 
 

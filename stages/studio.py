@@ -1,6 +1,6 @@
 """Stage ``studio``: animate subjects (procedural motion or real mocap) and film them.
 
-    python stages/studio.py --mocap-path "<studio.mocap_path>" \
+    python stages/studio.py [--mocap-path <overrides studio.mocap_path>] \
         --mocap data/studio/mocap.h5 --cameras data/studio/cameras.json \
         --videos data/studio/videos --metrics reports/metrics/studio.json
 
@@ -14,7 +14,7 @@ import sys
 from pose3d import cli
 from pose3d.tasks import data
 
-ARGS = {"--mocap-path": dict(default=None, help="overrides studio.mocap_path (dvc.yaml passes it)"),
+ARGS = {"--mocap-path": dict(default=None, help="overrides studio.mocap_path (by hand; the DAG reads params.yaml)"),
         "--mocap": dict(required=True, help="output mocap.h5"), "--cameras": dict(required=True, help="output cameras.json"),
         "--videos": dict(required=True, help="output videos folder"),
         "--metrics": dict(required=True, help="output summary (DVC metrics) json")}

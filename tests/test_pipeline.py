@@ -235,3 +235,20 @@ def test_killed_training_resumes_cleanly(tiny_repo):
 
     table, meta = read_table(root / "data" / "predictions" / "martinez.parquet")
     assert table.num_rows > 0 and meta["method"] == "martinez"
+
+
+def test_free_text_params_are_never_pasted_into_the_shell(tiny_repo):
+    """DVC runs ``cmd`` in a shell: a params value with shell syntax must stay a value."""
+    root, env, _ = tiny_repo
+    for name, st in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
+        cmd = (st.get("do") or st)["cmd"]
+        assert "${prepare." not in cmd and "${studio." not in cmd, (name, cmd)
+    params = (root / "params.yaml").read_text()
+    p = yaml.safe_load(params)
+    p["prepare"]["source"] = "$(touch PWNED); `touch PWNED2`"
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    try:
+        _run([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
+        assert not (root / "PWNED").exists() and not (root / "PWNED2").exists()
+    finally:
+        (root / "params.yaml").write_text(params)

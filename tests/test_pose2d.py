@@ -3,6 +3,7 @@ on a tiny studio (detections Parquet schema and metadata)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from pose3d import params as P
 from pose3d.tasks import pose2d
 from pose3d.data.crops import CropDataset
 from pose3d.data.io import read_table
@@ -243,3 +245,16 @@ def test_left_right_swaps_and_group_errors():
     assert m["leg_swap_rate"] == 0.0 and m["leg_confusion_rate"] == 0.0
     assert m["wrists_mean_px_error"] == pytest.approx((19 + 2 * 20 + 8) / 6)
     assert m["elbows_mean_px_error"] == pytest.approx(2 * 20 / 6)
+
+
+def test_a_checkpoint_is_bound_to_the_crops_content(tmp_path):
+    """A changed extract upstream (same params, same crop count) must not resume a stale model."""
+    p, base = P.Pose2D(), P.Base()
+    h5, idx = tmp_path / "crops.h5", tmp_path / "crops.parquet"
+    h5.write_bytes(b"crops of box_margin 0.25")
+    idx.write_bytes(b"index")
+    before = pose2d.train_fingerprint(p, base, h5, idx)
+    assert pose2d.train_fingerprint(p, base, h5, idx) == before
+    h5.write_bytes(b"crops of box_margin 0.35")
+    assert pose2d.train_fingerprint(p, base, h5, idx) != before
+    assert pose2d.train_fingerprint(dataclasses.replace(p, lr=1e-4), base, h5, idx) != before

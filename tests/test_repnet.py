@@ -91,7 +91,12 @@ def test_per_sample_2d_normalisation_hides_the_size_of_the_pose():
     bigger = root + 1.7 * (x - root)  # the same pose nearer the camera
     m = RepNetLifter(hidden=32, camera_hidden=32, per_sample_2d=True).eval()
     torch.testing.assert_close(m(bigger), m(x), rtol=1e-5, atol=1e-6)
+    y3d = torch.randn(50, 17, 3) * torch.tensor([1.0, 1.0, 3.0])
+    y3d = y3d - y3d[:, :1]
+    m.set_normalization(x.reshape(-1, 17, 2), y3d)
     w = m.normalize_2d(x.reshape(-1, 17, 2))
-    torch.testing.assert_close(w.pow(2).mean((-1, -2)), torch.ones(6))
+    # each pose's 2D gets the mean projected (x, y) radius of the normalised 3D poses
+    target = (y3d[..., :2] / y3d.pow(2).mean().sqrt()).pow(2).mean((-1, -2)).sqrt().mean()
+    torch.testing.assert_close(w.pow(2).mean((-1, -2)).sqrt(), target.expand(6))
     g = RepNetLifter(hidden=32, camera_hidden=32).eval()  # the global scale keeps the size
     assert (g(bigger) - g(x)).abs().max() > 1e-3

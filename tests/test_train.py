@@ -115,3 +115,12 @@ def test_resolve_device(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_saved_weights_are_byte_identical_for_equal_weights(tmp_path):
+    """DVC hashes model.pt: equal weights must give equal bytes (no random zip root or id)."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    save_model(tmp_path / "a", net, {"in": 4})
+    save_model(tmp_path / "b", net, {"in": 4})
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()

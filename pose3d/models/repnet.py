@@ -14,9 +14,10 @@ network and a KCS critic. Re-implemented in torch from the paper.
 The generated 3D is root-relative metres divided by ``scale_3d`` (one scalar, a buffer set
 from the training data). The input 2D is root-centred screen coordinates divided either by one
 global ``scale_2d`` (``per_sample_2d=False``) or by each pose's own RMS radius
-(``per_sample_2d=True``). With the global scale a near person's 2D is large and the generator
-copies that size into 3D (P1 tracks the distance; reports/benchmarks/lifting.md); with the
-per-sample scale the generator cannot see the size, and the camera K takes it.
+(``per_sample_2d=True``, scaled to the typical projected radius of a normalised 3D pose). With
+the global scale a near person's 2D is large and the generator copies that size into 3D (P1
+tracks the distance; reports/benchmarks/lifting.md); with the per-sample scale the generator
+cannot see the size, and the camera K takes it.
 
 Shapes: forward (B, T, J, 2) screen coords -> (B, T, J, 3) root-relative metres in the frame
 the generator learned (the camera frame when the camera branch stays close to [I | 0], which
@@ -68,19 +69,27 @@ class RepNetLifter(nn.Module):
             self.camera.out.bias.copy_(torch.tensor([1.0, 0, 0, 0, 1.0, 0]))
         self.register_buffer("scale_2d", torch.ones(()))
         self.register_buffer("scale_3d", torch.ones(()))
+        if per_sample_2d:  # the RMS radius each pose's 2D is scaled to (see set_normalization)
+            self.register_buffer("sample_rms_2d", torch.ones(()))
 
     @torch.no_grad()
     def set_normalization(self, x2d: torch.Tensor, y3d: torch.Tensor) -> None:
-        """Global scales: RMS of root-centred 2D (N, J, 2) and of root-relative 3D (N, J, 3)."""
+        """Global scales: RMS of root-centred 2D (N, J, 2) and of root-relative camera-frame 3D
+        (N, J, 3). Per sample, each pose's 2D is scaled to the RMS radius that the (x, y) of a
+        normalised 3D pose has: then K = [I | 0] reprojects a pose of the true size, and the
+        generator's scale is the 3D data's, not the 2D's."""
         self.scale_2d.copy_(center_2d(x2d).float().pow(2).mean().sqrt())
         self.scale_3d.copy_(y3d.float().pow(2).mean().sqrt())
+        if self.per_sample_2d:
+            xy = center_2d(y3d[..., :2].float()) / self.scale_3d
+            self.sample_rms_2d.copy_(xy.pow(2).mean((-1, -2)).sqrt().mean())
 
     def normalize_2d(self, x2d: torch.Tensor) -> torch.Tensor:
         """(N, J, 2) screen -> (N, J, 2) root-centred / scale_2d (global) or / the pose's own
         RMS radius (per sample)."""
         c = center_2d(x2d)
         if self.per_sample_2d:
-            return c / c.pow(2).mean((-1, -2), keepdim=True).sqrt().clamp_min(1e-8)
+            return c * (self.sample_rms_2d / c.pow(2).mean((-1, -2), keepdim=True).sqrt().clamp_min(1e-8))
         return c / self.scale_2d
 
     def generate(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -606,7 +606,7 @@ def run_hg3d(*, crops_h5, crops_parquet, mocap_h5, cameras_json, model_config, o
                      subjects=list(opts.subjects_3d) + list(opts.subjects_2d_only),
                      frame_stride=frame_stride)
     log.info("hg3d: %d crops loaded in %.1f s", len(data), time.time() - t0)
-    fp = f"{fingerprint}:{file_digest(crops_parquet, init_digest)}"
+    fp = f"{fingerprint}:{file_digest(crops_h5, crops_parquet, mocap_h5, cameras_json, init_digest)}"
     t_load = time.time() - t0
     tc = TrainConfig(epochs=opts.schedule.total, device=device, cpu_precision=cpu_precision,
                      channels_last=channels_last, seed=seed,

@@ -498,6 +498,12 @@ def run_detection(model: torch.nn.Module, crops_h5, index: CropIndex, model_path
 
 
 # --------------------------------------------------------------------------- the stages
+def train_fingerprint(p, base, crops_h5, crops_index) -> str:
+    """What a checkpoint must match to be resumed: the params and the crops' content (a
+    changed ``extract`` upstream retrains instead of resuming a stale model)."""
+    return f"{params.fingerprint(p, base)}-{file_digest(crops_h5, crops_index)}"
+
+
 def run_train_stage(s, paths, tracker) -> str:
     """``train_2d``: train on the crops, write the model, its metrics and curves."""
     p, base = s.params, s.base
@@ -505,8 +511,7 @@ def run_train_stage(s, paths, tracker) -> str:
     trainer_config = TrainConfig(epochs=p.epochs, device=base.device, cpu_precision=base.cpu_precision,
                                  channels_last=p.channels_last, seed=base.seed,
                                  checkpoint=Path(paths.checkpoint), curves_csv=Path(paths.curves), desc="train_2d")
-    # the checkpoint resumes only for identical params and identical crops
-    fp = params.fingerprint(p, base) + "-" + str(index.meta.get("crop_size")) + f"-{len(index)}"
+    fp = train_fingerprint(p, base, paths.crops_h5, paths.crops_index)
     tracker.log_params({"extract.crop_size": index.crop_size})
     model, history, final = fit(paths.crops_h5, index, p, trainer_config=trainer_config, run=tracker,
                                 fingerprint=fp)

@@ -6,8 +6,10 @@
 
 :func:`run_stage` parses ``ARGS`` (flag -> argparse keywords) plus ``--params``, loads the
 params section (a callable picks it from the arguments, e.g. ``lift --model repnet``) and
-``base``, applies ``base.num_threads``, opens the MLflow run (params logged as
-``section.key``) and calls ``body(setup, args, run)``, which returns the line to log.
+``base``, applies ``base.num_threads``, removes what a killed earlier run left of the outputs
+(the arguments marked ``output=True``: temporary files; its MLflow run still RUNNING is marked
+KILLED), opens the MLflow run (params logged as ``section.key``) and calls
+``body(setup, args, run)``, which returns the line to log.
 
 Errors: a params problem (unknown key, wrong type, out of range) or an unusable device exits 2
 before anything is read; a :class:`~pose3d.data.io.DataError` (bad or missing input, named in
@@ -26,7 +28,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from pose3d import params, tracking
-from pose3d.data.io import DataError
+from pose3d.data.io import DataError, remove_stale_temporaries
 from pose3d.train import resolve_device
 
 log = logging.getLogger("pose3d.stage")
@@ -77,13 +79,21 @@ def run_stage(doc: str, section: str | None | Callable[[argparse.Namespace], str
     """Run one stage (see the module docstring); returns the exit status. ``track=False``: a
     tool outside the DAG (no MLflow run)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    outputs = []
     for flag, kw in arguments.items():
+        kw = dict(kw)
+        if kw.pop("output", False):
+            outputs.append(flag.lstrip("-").replace("-", "_"))
         ap.add_argument(flag, **kw)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args(argv)
     section = section(a) if callable(section) else section
     stage = name(a) if callable(name) else (name or section)
     s = setup(section, a.params, device=device)
+    for dest in outputs:
+        for p in [getattr(a, dest)] if isinstance(getattr(a, dest), str) else (getattr(a, dest) or []):
+            for stale in remove_stale_temporaries(p):
+                log.info("%s: removed %s, left by an interrupted run", stage, stale)
     try:
         with tracking.stage_run(stage=stage, params=s.flat, base=s.base, enabled=None if track else False) as run:
             summary = body(s, a, run)

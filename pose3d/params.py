@@ -13,6 +13,8 @@ dataclass's ``validate`` method and call :func:`require`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from pose3d.skeleton import JOINT_NAMES
 
 SECTIONS: dict[str, type] = {}
 
@@ -132,8 +136,11 @@ def read_yaml(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: params file not found")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections")
     return data
@@ -167,8 +174,6 @@ def as_flat_dict(obj, prefix: str = "") -> dict[str, Any]:
 
 def fingerprint(*objs) -> str:
     """A short stable hash of params dataclasses (used to decide if a checkpoint matches)."""
-    import hashlib
-    import json
 
     blob = json.dumps([dataclasses.asdict(o) for o in objs], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -469,7 +474,6 @@ class Evaluate:
     gif_dpi: int = 70
 
     def validate(self, p):
-        from pose3d.skeleton import JOINT_NAMES
 
         for k in ("pck_threshold_mm", "auc_max_mm", "gif_fps"):
             require(getattr(self, k) > 0, f"{p}.{k}", getattr(self, k), "must be > 0")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -133,13 +135,15 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None, base=None,
             else:
                 exp_id = exp.experiment_id
             exp_name = os.environ.get("DVC_EXP_NAME", "")
+            close_orphaned_runs(_mlflow, exp_id, stage)
             active = _mlflow.start_run(experiment_id=exp_id,
                                        run_name=f"{stage}" + (f" [{exp_name}]" if exp_name else ""))
             mlflow = _mlflow
             run = Run(_mlflow, active.info.run_id)
             run.set_tags({"dvc.stage": stage, "dvc.exp_name": exp_name or "workspace",
                           "dvc.exp_baseline": os.environ.get("DVC_EXP_BASELINE_REV", ""),
-                          "git.revision": _git_revision(root)})
+                          "git.revision": _git_revision(root), "pid": str(os.getpid()),
+                          "host": socket.gethostname()})
             if params:
                 run.log_params(params)
         except Exception as e:
@@ -157,6 +161,32 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None, base=None,
         if mlflow is not None:
             with contextlib.suppress(Exception), _deferred_sigterm():
                 mlflow.end_run(status="FINISHED")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def close_orphaned_runs(mlflow, experiment_id: str, stage: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of ``stage`` left by a process of this host that is gone
+    (a kill -9 cannot end its own run). Returns their run ids."""
+    runs = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list",
+                              filter_string=f"tags.`dvc.stage` = '{stage}' and attributes.status = 'RUNNING'")
+    host, closed = socket.gethostname(), []
+    for r in runs:
+        pid = r.data.tags.get("pid", "")
+        if r.data.tags.get("host") == host and pid.isdigit() and not _alive(int(pid)):
+            mlflow.MlflowClient().set_terminated(r.info.run_id, status="KILLED")
+            closed.append(r.info.run_id)
+    if closed:
+        log.info("%s: marked %d orphaned RUNNING run(s) of a dead process KILLED", stage, len(closed))
+    return closed
 
 
 # SIGTERM during an MLflow call is held until the call returns: raised inside it, the SystemExit
@@ -183,7 +213,6 @@ def install_signal_handlers() -> None:
     """Turn SIGTERM into SystemExit so a killed stage unwinds: its MLflow run is marked
     FAILED and temporary files are removed (atomic writes), instead of dying silently. A
     SIGTERM that arrives inside an MLflow call takes effect when the call returns."""
-    import signal
 
     def _term(signum, frame):
         global _pending_signal

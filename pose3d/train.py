@@ -27,8 +27,9 @@ float batches (conv nets are 1.5-2x faster that way on the CPU).
 from __future__ import annotations
 
 import contextlib
-import io
 import csv
+import dataclasses
+import io
 import json
 import logging
 import math
@@ -322,8 +323,6 @@ def save_model(model_dir: str | Path, module: nn.Module, config: Mapping[str, An
 
     ``config`` is a dataclass or a mapping; it is what rebuilds the module.
     """
-    import dataclasses
-
     model_dir = Path(model_dir)
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}

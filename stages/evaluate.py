@@ -16,13 +16,17 @@ import sys
 from pose3d import cli
 from pose3d.tasks import evaluate
 
-ARGS = {"--mocap": dict(required=True), "--cameras": dict(required=True),
+ARGS = {"--mocap": dict(required=True),
+        "--cameras": dict(required=True),
         "--predictions": dict(nargs="+", required=True, help="data/predictions/<method>.parquet ..."),
         "--detections": dict(default=None, help="2D detections for the overlay figure"),
-        "--videos-dir": dict(default=None), "--curves": dict(nargs="*", default=[], help="training-curve CSVs"),
+        "--videos-dir": dict(default=None),
+        "--curves": dict(nargs="*", default=[], help="training-curve CSVs"),
         "--stage-metrics": dict(nargs="*", default=[], help="per-stage metrics JSONs for the report"),
-        "--metrics": dict(required=True), "--plots-dir": dict(required=True),
-        "--figures-dir": dict(required=True), "--report": dict(required=True)}
+        "--metrics": dict(output=True, required=True),
+        "--plots-dir": dict(output=True, required=True),
+        "--figures-dir": dict(output=True, required=True),
+        "--report": dict(output=True, required=True)}
 
 
 def main(argv=None) -> int:

@@ -14,10 +14,12 @@ import sys
 from pose3d import cli
 from pose3d.tasks import data
 
-ARGS = {"--mocap": dict(required=True), "--cameras": dict(required=True),
+ARGS = {"--mocap": dict(required=True),
+        "--cameras": dict(required=True),
         "--detections": dict(default=None, help="a pose3d detections Parquet (optional)"),
         "--detections-source": dict(default="det", help="the <source> of data_2d_<name>_<source>.npz"),
-        "--out-dir": dict(required=True), "--name": dict(required=True, help="the <name> of data_3d_<name>.npz (no '_')"),
+        "--out-dir": dict(output=True, required=True),
+        "--name": dict(required=True, help="the <name> of data_3d_<name>.npz (no '_')"),
         "--joints": dict(choices=("h36m17", "h36m32"), default="h36m17"),
         "--split": dict(choices=("train", "test"), default=None, help="only this mocap split")}
 

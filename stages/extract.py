@@ -9,9 +9,11 @@ import sys
 from pose3d import cli
 from pose3d.tasks import data
 
-ARGS = {"--mocap": dict(required=True), "--cameras": dict(required=True),
+ARGS = {"--mocap": dict(required=True),
+        "--cameras": dict(required=True),
         "--videos": dict(required=True, help="folder <subject>/<action>.<camera>.mp4 or image folders"),
-        "--out-h5": dict(required=True), "--out-index": dict(required=True)}
+        "--out-h5": dict(output=True, required=True),
+        "--out-index": dict(output=True, required=True)}
 
 
 def main(argv=None) -> int:

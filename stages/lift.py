@@ -15,10 +15,14 @@ from pose3d import cli
 from pose3d.tasks.lifting import pipeline
 from pose3d.tasks.lifting.steps import LIFTERS
 
-ARGS = {"--model": dict(required=True, choices=sorted(LIFTERS)), "--mocap": dict(required=True),
-        "--cameras": dict(required=True), "--detections": dict(default=None),
-        "--out": dict(required=True, help="predictions parquet"), "--model-dir": dict(required=True),
-        "--metrics": dict(required=True), "--curves": dict(required=True)}
+ARGS = {"--model": dict(required=True, choices=sorted(LIFTERS)),
+        "--mocap": dict(required=True),
+        "--cameras": dict(required=True),
+        "--detections": dict(default=None),
+        "--out": dict(output=True, required=True, help="predictions parquet"),
+        "--model-dir": dict(output=True, required=True),
+        "--metrics": dict(output=True, required=True),
+        "--curves": dict(output=True, required=True)}
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,8 @@ from pose3d import cli
 from pose3d.tasks import data
 
 ARGS = {"--source": dict(default=None, help="overrides prepare.source (by hand; the DAG reads params.yaml)"),
-        "--out-dir": dict(required=True), "--metrics": dict(required=True)}
+        "--out-dir": dict(output=True, required=True),
+        "--metrics": dict(output=True, required=True)}
 
 
 def main(argv=None) -> int:

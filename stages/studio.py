@@ -15,9 +15,10 @@ from pose3d import cli
 from pose3d.tasks import data
 
 ARGS = {"--mocap-path": dict(default=None, help="overrides studio.mocap_path (by hand; the DAG reads params.yaml)"),
-        "--mocap": dict(required=True, help="output mocap.h5"), "--cameras": dict(required=True, help="output cameras.json"),
-        "--videos": dict(required=True, help="output videos folder"),
-        "--metrics": dict(required=True, help="output summary (DVC metrics) json")}
+        "--mocap": dict(output=True, required=True, help="output mocap.h5"),
+        "--cameras": dict(output=True, required=True, help="output cameras.json"),
+        "--videos": dict(output=True, required=True, help="output videos folder"),
+        "--metrics": dict(output=True, required=True, help="output summary (DVC metrics) json")}
 
 
 def main(argv=None) -> int:

@@ -10,9 +10,12 @@ import sys
 from pose3d import cli
 from pose3d.tasks import pose2d
 
-ARGS = {"--crops-h5": dict(required=True), "--crops-index": dict(required=True),
-        "--model-dir": dict(required=True, help="writes model.pt + config.json here"),
-        "--checkpoint": dict(required=True), "--metrics": dict(required=True), "--curves": dict(required=True)}
+ARGS = {"--crops-h5": dict(required=True),
+        "--crops-index": dict(required=True),
+        "--model-dir": dict(output=True, required=True, help="writes model.pt + config.json here"),
+        "--checkpoint": dict(output=True, required=True),
+        "--metrics": dict(output=True, required=True),
+        "--curves": dict(output=True, required=True)}
 
 
 def main(argv=None) -> int:

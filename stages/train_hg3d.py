@@ -14,11 +14,16 @@ import sys
 from pose3d import cli
 from pose3d.tasks import image3d
 
-ARGS = {"--crops-h5": dict(required=True), "--crops-index": dict(required=True), "--mocap": dict(required=True),
+ARGS = {"--crops-h5": dict(required=True),
+        "--crops-index": dict(required=True),
+        "--mocap": dict(required=True),
         "--cameras": dict(required=True),
         "--pose2d": dict(default=None, help="2D model folder (used when hg3d.init_from_2d)"),
-        "--model-dir": dict(required=True), "--checkpoint": dict(required=True),
-        "--predictions": dict(required=True), "--metrics": dict(required=True), "--curves": dict(required=True)}
+        "--model-dir": dict(output=True, required=True),
+        "--checkpoint": dict(output=True, required=True),
+        "--predictions": dict(output=True, required=True),
+        "--metrics": dict(output=True, required=True),
+        "--curves": dict(output=True, required=True)}
 
 
 def main(argv=None) -> int:

@@ -10,10 +10,12 @@ import sys
 from pose3d import cli
 from pose3d.tasks import triangulate
 
-ARGS = {"--method": dict(required=True, choices=triangulate.METHODS), "--mocap": dict(required=True),
+ARGS = {"--method": dict(required=True, choices=triangulate.METHODS),
+        "--mocap": dict(required=True),
         "--cameras": dict(required=True),
         "--detections": dict(default=None, help="read when triangulate.input = detections"),
-        "--out": dict(required=True), "--metrics": dict(required=True)}
+        "--out": dict(output=True, required=True),
+        "--metrics": dict(output=True, required=True)}
 
 
 def main(argv=None) -> int:

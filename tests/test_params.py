@@ -187,3 +187,10 @@ def test_params_yaml_states_every_default_of_params_py():
                        f"{getattr(loaded, f.name)!r}" for f in dataclasses.fields(cls)
                        if getattr(default, f.name) != getattr(loaded, f.name)]
     assert not mismatches, "\n".join(mismatches)
+
+
+def test_a_yaml_syntax_error_is_a_params_error_naming_the_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("base:\n  seed: [0\n")
+    with pytest.raises(P.ParamsError, match="params.yaml: not valid YAML"):
+        P.load("base", bad)

@@ -28,8 +28,10 @@ TINY = {
     "extract": {"crop_size": 64},
     "pose2d": {"epochs": 1, "max_train_crops": 48, "val_max_crops": 16, "lr_steps": [1]},
     "martinez": {"epochs": 1, "hidden": 64, "batch_size": 64},
+    # reproj_weight pinned: the test's `-S repnet.reproj_weight=2.0` must change it even after
+    # a user ran the README's own `dvc exp run -S repnet.reproj_weight=2.0` in this workspace
     "repnet": {"epochs": 2, "hidden": 64, "critic_hidden": 16, "critic_kcs_hidden": 32,
-               "batch_size": 64},
+               "batch_size": 64, "reproj_weight": 1.0},
     "temporal": {"epochs": 1, "channels": 32, "traj_channels": 16, "filter_widths": [3, 3],
                  "batch_size": 64},
     # noise-free ground-truth 2D: calibrated triangulation must be exact

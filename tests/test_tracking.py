@@ -108,3 +108,28 @@ def test_sigterm_inside_a_tracking_call_waits_for_it(monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_a_run_left_running_by_a_dead_process_is_closed(repo):
+    """kill -9 cannot end its own MLflow run: the stage's next run marks it KILLED (only runs
+    of that stage whose process is gone; a live one is left alone)."""
+    import os
+    import socket
+    import subprocess
+
+    import mlflow
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = mlflow.create_experiment("pose3d-test", artifact_location=(repo / "mlartifacts").as_uri())
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    orphan = client.create_run(exp, tags={"dvc.stage": "train_2d", "pid": str(dead.pid), "host": host})
+    alive = client.create_run(exp, tags={"dvc.stage": "train_2d", "pid": str(os.getpid()), "host": host})
+    other = client.create_run(exp, tags={"dvc.stage": "evaluate", "pid": str(dead.pid), "host": host})
+    with tracking.stage_run("train_2d", experiment="pose3d-test"):
+        pass
+    status = {r.info.run_id: r.info.status for r in _runs(repo)}
+    assert status[orphan.info.run_id] == "KILLED"
+    assert status[alive.info.run_id] == "RUNNING" and status[other.info.run_id] == "RUNNING"

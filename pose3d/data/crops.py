@@ -19,7 +19,10 @@ Glossary: N crops, J joints, S crop size.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +31,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from pose3d.data.io import DataError, atomic_path, column_points, read_table, write_table
+from pose3d.data.io import (DataError, atomic_path, column_points, load_cameras, read_mocap, read_table,
+                            write_table)
+from pose3d.data.video import VideoError, find_source, iter_frames, video_info
 from pose3d.skeleton import FLIP_PERM, JOINT_NAMES, NUM_JOINTS
 
 INDEX_COLUMNS = ("index", "subject", "action", "camera", "frame", "split", "bbox_xyxy",
@@ -63,7 +69,6 @@ def box_from_extent(lo: np.ndarray, hi: np.ndarray, margin: float) -> np.ndarray
 
 class _nan_ok:
     def __enter__(self):
-        import warnings
         self._w = warnings.catch_warnings()
         self._w.__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -165,7 +170,6 @@ class CropWriter:
     >>> with CropWriter(h5, parquet, size=128, metadata={}) as w:   # doctest: +SKIP
     ...     w.add(crops, subject=..., action=..., camera=..., frames=..., split=..., ...)
     """
-
     def __init__(self, h5_path: str | os.PathLike, parquet_path: str | os.PathLike, size: int,
                  metadata: dict | None = None, block: int = 64, compression_level: int = 1):
         self.h5_path, self.parquet_path = Path(h5_path), Path(parquet_path)
@@ -378,7 +382,6 @@ class CropDataset(torch.utils.data.Dataset):
 
     Augmentation is deterministic given (seed, epoch, item): call :meth:`set_epoch` each epoch.
     """
-
     def __init__(self, crops: np.ndarray, joints_crop: np.ndarray, aug: Augmentation = NO_AUGMENTATION,
                  seed: int = 0):
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.shape[1] != crops.shape[2]:
@@ -437,7 +440,6 @@ def _camera_background(videos_dir, sequences, camera: str, n_frames: int) -> np.
     """Median of ``n_frames`` frames sampled evenly over all sequences filmed by one static
     camera (a subject's session): the person stands at different places in different
     sequences, so the median sees the background even where one sequence barely moves."""
-    from pose3d.data.video import find_source, iter_frames
 
     per_seq = max(1, -(-n_frames // len(sequences)))
     frames = []
@@ -464,13 +466,8 @@ def extract_crops(mocap_path: str | os.PathLike, cameras_path: str | os.PathLike
     videos. Returns counts: crops, videos, skipped videos (``on_error="skip"``), frames whose
     background box fell back, seconds.
     """
-    import logging
-    import time
 
-    from tqdm.auto import tqdm
 
-    from pose3d.data.io import load_cameras, read_mocap
-    from pose3d.data.video import VideoError, find_source, iter_frames, video_info
 
     log = logging.getLogger(__name__)
     t0 = time.perf_counter()

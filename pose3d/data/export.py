@@ -30,6 +30,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from pose3d.data.contracts import Detections
+from pose3d.data.h36m import _item, _load_pickled, read_vp3d_2d, read_vp3d_3d
 from pose3d.data.io import DataError, Sequence, atomic_path
 from pose3d.geometry.camera import Camera
 from pose3d.skeleton import (
@@ -167,7 +168,6 @@ def read_vp3d_export(out_dir: str | os.PathLike, name: str, sources: Iterable[st
     """Read files written by :func:`export_vp3d` -> {'positions_3d', 'cameras', 'metadata',
     '2d': {source: (positions_2d, metadata)}}. They are pickled, like VideoPose3D's: pass
     ``allow_pickle=True`` for files you trust (your own exports)."""
-    from pose3d.data.h36m import _item, _load_pickled, read_vp3d_2d, read_vp3d_3d
 
     out_dir = Path(out_dir)
     p3 = out_dir / f"data_3d_{name}.npz"

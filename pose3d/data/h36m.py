@@ -32,12 +32,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import h5py
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pose3d.data.contracts import write_detections
 from pose3d.data.io import DataError, Sequence, atomic_dir, save_cameras, write_mocap, write_table
@@ -89,7 +92,6 @@ class RawSequence:
     ``scores`` (T, J). ``keypoints_kind`` says what the 2D is: "gt" (the dataset's own
     projection) or "detections" (imported detector output).
     """
-
     subject: str
     action: str
     positions_world: np.ndarray
@@ -211,7 +213,6 @@ def load_camera_file(path: str | os.PathLike) -> dict[str, dict[str, Camera]]:
         raise DataError(f"{path}: camera file not found (set prepare.cameras)")
     out: dict[str, dict[str, Camera]] = {}
     if path.suffix in (".h5", ".hdf5"):
-        import h5py
 
         with h5py.File(path, "r") as f:
             for sg in f:
@@ -373,8 +374,6 @@ def load_h36m_fetch(root: str | os.PathLike, cameras: Mapping[str, Mapping[str, 
     to this data (an error). Only frames present in every camera are kept (h36m-fetch selects
     frames per camera), so all image folders stay aligned.
     """
-    import h5py
-
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: h36m-fetch 'processed' folder not found")
@@ -640,7 +639,6 @@ def select(dataset: Dataset, *, subjects: Iterable[str] | None = None,
 
 # --------------------------------------------------------------------------- writing
 def _strs(values: list[str]):
-    import pyarrow as pa
 
     return pa.array(values, type=pa.string())
 
@@ -662,8 +660,6 @@ def write_prepared(out_dir: str | os.PathLike, dataset: Dataset | None, *, sourc
     (imported 2D detections; zero rows when the layout has none). ``dataset=None`` writes the
     same files empty. Returns a summary dict (counts).
     """
-    import shutil
-
     if link_mode not in ("symlink", "copy"):
         raise DataError(f"link_mode = {link_mode!r}: expected 'symlink' or 'copy'")
     test_subjects = set(test_subjects)

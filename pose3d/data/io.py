@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pose3d.geometry.camera import Camera
 from pose3d.skeleton import JOINT_NAMES
 
 META_KEY = b"pose3d"
@@ -76,7 +78,6 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Like :func:`atomic_path` for a directory: build it in a temp sibling, then swap it in."""
-    import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +98,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer of ``path`` left: the temporary siblings of
+    :func:`atomic_path` / :func:`atomic_dir` (``.<name>.*``) and, for a directory, the
+    temporary files inside it (``.*.tmp``, e.g. a checkpoint being written). Returns them."""
+    path = Path(path)
+    found = list(path.parent.glob(f".{path.name}.*")) if path.parent.is_dir() else []
+    if path.is_dir():
+        found += list(path.glob(".*.tmp"))
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -231,16 +248,15 @@ def read_mocap(path: str | os.PathLike, subjects: list[str] | None = None,
 
 
 # --------------------------------------------------------------------------- cameras.json
-def save_cameras(path: str | os.PathLike, cameras: Mapping[str, Mapping[str, "Camera"]]) -> None:
+def save_cameras(path: str | os.PathLike, cameras: Mapping[str, Mapping[str, Camera]]) -> None:
     """Write {subject: {camera_name: Camera}} as readable JSON (atomic)."""
     obj = {"convention": "x_cam = R @ x_world + t; dist = k1 k2 p1 p2 k3 (OpenCV)", "units": "m",
            "subjects": {s: {c: cam.to_dict() for c, cam in cams.items()} for s, cams in cameras.items()}}
     write_json(path, obj)
 
 
-def load_cameras(path: str | os.PathLike) -> dict[str, dict[str, "Camera"]]:
+def load_cameras(path: str | os.PathLike) -> dict[str, dict[str, Camera]]:
     """Read cameras.json -> {subject: {camera_name: Camera}}; errors name file and key."""
-    from pose3d.geometry.camera import Camera
 
     path = Path(path)
     if not path.exists():

@@ -25,6 +25,7 @@ import torch
 from pose3d.data.contracts import read_detections, write_predictions
 from pose3d.data.io import DataError, load_cameras, read_mocap, write_json
 from pose3d.geometry.camera import project, stack_cameras
+from pose3d.geometry.procrustes import align_similarity
 from pose3d.geometry.probabilistic import probabilistic_triangulate, stature
 from pose3d.geometry.rotations import rotation_angle_deg
 from pose3d.geometry.triangulation import triangulate
@@ -44,7 +45,6 @@ class SubjectViews:
     points_px (T, V, J, 2) float64 (NaN = missing), scores (T, V, J) or None, gt (T, J, 3) metres,
     keys: T (action, frame) pairs, cameras: dict of (V, ...) tensors, camera_names (V,).
     """
-
     subject: str
     points_px: torch.Tensor
     scores: torch.Tensor | None
@@ -215,7 +215,6 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                 cam_metrics["scale_error_pct"].append(100 * (stature_m / scale_true - 1))
                 ok = torch.isfinite(Xw).all(-1)
                 if ok.any():  # MPJPE after one similarity alignment for the whole window
-                    from pose3d.geometry.procrustes import align_similarity
                     A = align_similarity(Xw[ok].reshape(1, -1, 3), gt[sl][ok].reshape(1, -1, 3))
                     sim_err.append((A[0] - gt[sl][ok]).norm(dim=-1))
                 cam_est.setdefault(sv.subject, []).append({

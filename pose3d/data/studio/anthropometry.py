@@ -17,6 +17,7 @@ in that frame (pose3d.skeleton order), so forward kinematics keeps every bone le
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 from dataclasses import dataclass
 
@@ -48,7 +49,6 @@ class Subject:
     all limb radii (slim 0.85 .. broad 1.2); ``style`` holds motion-style factors used by
     :mod:`pose3d.data.studio.motion` (tempo, amplitude, lean, ...).
     """
-
     name: str
     stature: float
     ratios: dict
@@ -79,7 +79,6 @@ def make_subject(name: str, seed: int, stature: float | None = None,
     girth = float(rng.uniform(0.85, 1.2))
 
     def hsv(h, s, v):
-        import colorsys
         return tuple(float(c) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
 
     skin_tones = [(0.96, 0.80, 0.69), (0.90, 0.72, 0.58), (0.78, 0.57, 0.42), (0.58, 0.40, 0.28),

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pose3d.data import mocap_readers as mr
 from pose3d.data.io import DataError, Sequence, video_path
 from pose3d.data.studio.anthropometry import Subject, make_subject, subject_from_bone_lengths
 from pose3d.data.studio.motion import generate
+from pose3d.data.studio.render import CameraView, render_sequence
 from pose3d.data.studio.rig import make_rig
 from pose3d.geometry.camera import Camera
 
@@ -56,7 +58,6 @@ def mocap_sequences(path: str | os.PathLike, subjects: dict[str, str], actions, 
     """Real takes from the shared npz or a ``<subject>/<take>.bvh|.amc`` folder (see
     :mod:`pose3d.data.mocap_readers`), resampled to ``fps``, levelled (lowest ankle at its
     ankle height above z = 0) and centred on the volume. Errors name the file."""
-    from pose3d.data import mocap_readers as mr
 
     if fps <= 0:
         raise DataError(f"studio.fps = {fps}: must be positive")
@@ -88,7 +89,6 @@ _VIEWS: dict = {}
 
 
 def _views_for(subject: str, cams: dict[str, Camera], room_seed: int):
-    from pose3d.data.studio.render import CameraView
 
     key = subject
     if key not in _VIEWS:
@@ -100,7 +100,6 @@ def _views_for(subject: str, cams: dict[str, Camera], room_seed: int):
 
 def _render_job(args) -> tuple[str, str, int, float]:
     take, cams, videos_dir, room_seed, seed = args
-    from pose3d.data.studio.render import render_sequence
 
     try:
         import cv2

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pose3d.data.io import atomic_path
+from pose3d.data.io import DataError, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -339,5 +339,9 @@ def load_state(path: str | Path, map_location="cpu") -> dict:
     """Load a state_dict saved by :func:`save_model` (weights only, safe)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: model weights not found")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise DataError(f"{path}: model weights not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a pickle with code in it, a truncated or foreign file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: not loadable as plain weights ({first})") from None

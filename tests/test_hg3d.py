@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from pose3d import params as P
 from pose3d.tasks import image3d
 from pose3d.geometry.camera import project_camera, world_to_camera
 from pose3d.skeleton import (BONES, HG3D_NAMES, JOINT_INDEX, JOINT_NAMES, MPII16_NAMES, ROOT,
@@ -294,9 +296,9 @@ def test_run_hg3d_tiny_end_to_end(tmp_path):
     from pose3d.models.hg3d import HG3DConfig
 
     _fake_studio(tmp_path)
-    opts = image3d.HG3DTrainOptions(subjects_3d=("S1",), subjects_2d_only=("S5",),
-                                 schedule=image3d.PhaseSchedule(1, 1, 1), batch_size=4, geo_weight=1.0,
-                                 samples_per_epoch=8, eval_max=4)  # 2 steps a phase: fast
+    p = dataclasses.replace(P.HG3DParams(), subjects_3d=["S1"], subjects_2d_only=["S5"], epochs_2d=1,
+                            epochs_3d=1, epochs_joint=1, batch_size=4, geo_weight=1.0, samples_per_epoch=8)
+    opts = dataclasses.replace(image3d.configs_from_params(p)[1], eval_max=4)  # 2 steps a phase: fast
     cfg = HG3DConfig(deconv_channels=16, depth_channels=8)
     kw = dict(crops_h5=tmp_path / "crops.h5", crops_parquet=tmp_path / "crops.parquet",
               mocap_h5=tmp_path / "mocap.h5", cameras_json=tmp_path / "cameras.json",

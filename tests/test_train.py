@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from pose3d.data.io import DataError
 from pose3d.train import Trainer, TrainConfig, load_state, resolve_device, save_model
 
 
@@ -99,7 +100,7 @@ def test_save_and_load_model(tmp_path):
     state = load_state(tmp_path / "m" / "model.pt")
     assert torch.equal(state["weight"], net.weight.detach())
     assert (tmp_path / "m" / "config.json").read_text().strip().startswith("{")
-    with pytest.raises(FileNotFoundError, match="model weights not found"):
+    with pytest.raises(DataError, match="model weights not found"):
         load_state(tmp_path / "nope.pt")
 
 

@@ -216,7 +216,7 @@ def test_dataset_flip_augmentation_swaps_joints_consistently():
     joints = np.zeros((1, 17, 2), np.float32) + 16
     joints[0, JOINT_INDEX["l_wrist"]] = [5, 7]
     img[0, 7, 5] = 255  # a bright dot at the left wrist
-    aug = C.Augmentation(scale=0, rotation=0, rotation_prob=0, flip_prob=1.0, color=0, brightness=0)
+    aug = C.Augmentation(scale=0, rotation=0, rotation_prob=0, flip_prob=1.0, color=0, brightness=0, shift=0)
     ds = C.CropDataset(img, joints, aug)
     out, j, w = ds.sample(0)
     r = JOINT_INDEX["r_wrist"]
@@ -226,7 +226,8 @@ def test_dataset_flip_augmentation_swaps_joints_consistently():
     x, jj, ww = ds.batch(np.array([0, 0]))
     assert x.shape == (2, 3, S, S) and jj.shape == (2, 17, 2) and ww.shape == (2, 17)
     # deterministic per (seed, epoch, item)
-    aug2 = C.Augmentation()
+    aug2 = C.Augmentation(scale=0.25, rotation=30.0, rotation_prob=0.6, flip_prob=0.5, color=0.2,
+                          brightness=0.2, shift=0.0)
     ds2 = C.CropDataset(np.repeat(img, 2, 0), np.repeat(joints, 2, 0), aug2, seed=3)
     a = ds2.sample(1)
     np.testing.assert_array_equal(a[0], ds2.sample(1)[0])

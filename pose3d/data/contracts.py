@@ -102,6 +102,11 @@ def read_detections(path) -> Detections:
     path = Path(path)
     table, meta = read_table(path)
     _require_columns(table, path, ("subject", "action", "camera", "frame", "keypoints_px"))
+    for col in ("keypoints_px", "scores"):
+        if col in table.column_names:
+            t = table.schema.field(col).type
+            if not (pa.types.is_list(t) or pa.types.is_fixed_size_list(t)) or not pa.types.is_floating(t.value_type):
+                raise DataError(f"{path}: column {col} is {t}, expected a list of floats")
     names = tuple(meta.get("joint_names") or JOINT_NAMES)
     try:
         kp = column_points(table, "keypoints_px", (len(names), 2))

@@ -301,25 +301,32 @@ def read_crops(h5_path: str | os.PathLike, rows: np.ndarray | None = None, block
     path = Path(h5_path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with h5py.File(path, "r") as f:
-        if "crops" not in f:
-            raise DataError(f"{path}: no dataset 'crops'")
-        ds = f["crops"]
-        if rows is None:
-            return ds[()]
-        rows = np.asarray(rows, np.int64)
-        if len(rows) and (rows.min() < 0 or rows.max() >= ds.shape[0]):
-            raise DataError(f"{path}: row {rows.max()} out of range (N = {ds.shape[0]})")
-        out = np.empty((len(rows),) + ds.shape[1:], np.uint8)
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        for start in range(0, ds.shape[0], block):
-            lo, hi = np.searchsorted(sorted_rows, [start, start + block])
-            if lo == hi:
-                continue
-            chunk = ds[start:min(start + block, ds.shape[0])]
-            out[order[lo:hi]] = chunk[sorted_rows[lo:hi] - start]
-        return out
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path}: not a readable HDF5 file ({e})") from None
+    try:
+        with f:
+            if "crops" not in f:
+                raise DataError(f"{path}: no dataset 'crops'")
+            ds = f["crops"]
+            if rows is None:
+                return ds[()]
+            rows = np.asarray(rows, np.int64)
+            if len(rows) and (rows.min() < 0 or rows.max() >= ds.shape[0]):
+                raise DataError(f"{path}: row {rows.max()} out of range (N = {ds.shape[0]})")
+            out = np.empty((len(rows),) + ds.shape[1:], np.uint8)
+            order = np.argsort(rows, kind="stable")
+            sorted_rows = rows[order]
+            for start in range(0, ds.shape[0], block):
+                lo, hi = np.searchsorted(sorted_rows, [start, start + block])
+                if lo == hi:
+                    continue
+                chunk = ds[start:min(start + block, ds.shape[0])]
+                out[order[lo:hi]] = chunk[sorted_rows[lo:hi] - start]
+            return out
+    except OSError as e:  # a truncated or damaged file fails only when its chunks are read
+        raise DataError(f"{path}: crops unreadable (truncated or damaged file? {e})") from None
 
 
 def iter_crop_blocks(h5_path: str | os.PathLike, block: int = 256):
@@ -327,10 +334,15 @@ def iter_crop_blocks(h5_path: str | os.PathLike, block: int = 256):
     path = Path(h5_path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with h5py.File(path, "r") as f:
-        ds = f["crops"]
-        for start in range(0, ds.shape[0], block):
-            yield start, ds[start:start + block]
+    try:
+        with h5py.File(path, "r") as f:
+            if "crops" not in f:
+                raise DataError(f"{path}: no dataset 'crops'")
+            ds = f["crops"]
+            for start in range(0, ds.shape[0], block):
+                yield start, ds[start:start + block]
+    except OSError as e:
+        raise DataError(f"{path}: crops unreadable (truncated or damaged file? {e})") from None
 
 
 def normalize_images(crops) -> torch.Tensor:
@@ -348,15 +360,17 @@ class Augmentation:
     """Training augmentation (Xiao et al. 2018 Sec. 4 plus colour): scale s ~ 1 + N(0, scale)
     clipped to +-scale, rotation ~ N(0, rotation) deg clipped to +-2 rotation (with probability
     ``rotation_prob``), horizontal flip with left/right swapped (``flip_prob``), per-channel
-    gain and contrast in 1 +- ``color``, brightness shift +- ``brightness`` (of 255)."""
+    gain and contrast in 1 +- ``color``, brightness shift +- ``brightness`` (of 255). Values come
+    from params ``pose2d.aug_*`` (:func:`pose3d.tasks.pose2d.augmentation_of`); Xiao et al. use
+    scale 0.25, rotation 30."""
 
-    scale: float = 0.25
-    rotation: float = 30.0
-    rotation_prob: float = 0.6
-    flip_prob: float = 0.5
-    color: float = 0.2
-    brightness: float = 0.2
-    shift: float = 0.0  # random translation, fraction of the crop size
+    scale: float
+    rotation: float
+    rotation_prob: float
+    flip_prob: float
+    color: float
+    brightness: float
+    shift: float  # random translation, fraction of the crop size
 
 
 NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)

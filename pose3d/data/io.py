@@ -226,12 +226,17 @@ def write_mocap(path: str | os.PathLike, sequences: list[Sequence],
 
 def read_mocap(path: str | os.PathLike, subjects: list[str] | None = None,
                split: str | None = None) -> list[Sequence]:
-    """Read mocap.h5 -> list of :class:`Sequence` (optionally filtered by subject or split)."""
+    """Read mocap.h5 -> list of :class:`Sequence` (optionally filtered by subject or split).
+    Positions must be finite: a NaN joint is an error naming the sequence, frame and joint."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     out = []
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
         names = tuple(str(n.decode() if isinstance(n, bytes) else n) for n in f.attrs.get("joint_names", []))
         if names and names != JOINT_NAMES:
             raise DataError(f"{path}: joint_names {names} differ from the H36M-17 order")
@@ -242,8 +247,19 @@ def read_mocap(path: str | os.PathLike, subjects: list[str] | None = None,
                 g = f[subj][act]
                 if split is not None and g.attrs["split"] != split:
                     continue
-                out.append(Sequence(subj, act, g["positions_world"][()], float(g.attrs["fps"]),
-                                    str(g.attrs["split"])))
+                where = f"{path}: {subj}/{act}"
+                try:
+                    pos = np.asarray(g["positions_world"][()])
+                except (KeyError, OSError) as e:
+                    raise DataError(f"{where}: positions_world unreadable ({e})") from None
+                if not np.issubdtype(pos.dtype, np.floating) or pos.ndim != 3 or pos.shape[1:] != (len(JOINT_NAMES), 3):
+                    raise DataError(f"{where}: positions_world is {pos.dtype} {pos.shape}, expected float (T, 17, 3)")
+                bad = np.argwhere(~np.isfinite(pos))
+                if len(bad):
+                    t, j, _ = bad[0]
+                    raise DataError(f"{where}: positions_world has {len(bad)} non-finite values, first at frame "
+                                    f"{t}, joint {JOINT_NAMES[j]} ({pos[t, j].tolist()})")
+                out.append(Sequence(subj, act, pos, float(g.attrs["fps"]), str(g.attrs["split"])))
     return out
 
 
@@ -274,6 +290,12 @@ def load_cameras(path: str | os.PathLike) -> dict[str, dict[str, Camera]]:
                 out[s][c] = Camera.from_dict(d, name=c)
             except (KeyError, ValueError, TypeError) as e:
                 raise DataError(f"{path}: camera {s}/{c}: {e}") from e
+    # every subject is filmed by the same rig: a camera missing for one subject is an error
+    names = set().union(*(set(c) for c in out.values())) if out else set()
+    for s, cams in out.items():
+        missing = sorted(names - set(cams))
+        if missing:
+            raise DataError(f"{path}: subject {s} lacks camera(s) {missing} that other subjects have")
     return out
 
 

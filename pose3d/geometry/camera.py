@@ -247,6 +247,9 @@ class Camera:
             raise ValueError(f"Camera {self.name!r}: R is not a rotation matrix")
         if int(self.width) <= 0 or int(self.height) <= 0:
             raise ValueError(f"Camera {self.name!r}: image size {self.width}x{self.height} must be positive")
+        if not (self.K[0, 0] > 0 and self.K[1, 1] > 0) or not np.allclose(self.K[2], [0, 0, 1]):
+            raise ValueError(f"Camera {self.name!r}: K needs focal lengths > 0 and a last row 0 0 1 "
+                             f"(fx = {self.K[0, 0]:g}, fy = {self.K[1, 1]:g}, last row {self.K[2].tolist()})")
 
     @property
     def center(self) -> np.ndarray:

@@ -454,19 +454,20 @@ def diagnostics(res: dict, data: HG3DData, rows: np.ndarray) -> dict[str, float]
 
 @dataclass(frozen=True)
 class HG3DTrainOptions:
-    """How :func:`train` runs (the stage fills it from params ``hg3d``)."""
+    """How :func:`train` runs; filled from params ``hg3d`` by :func:`configs_from_params` (the
+    defaults live there, once)."""
 
     subjects_3d: tuple[str, ...]
     subjects_2d_only: tuple[str, ...]
     schedule: PhaseSchedule
-    batch_size: int = 32
-    lr: float = 1e-3
-    sigma: float = 1.0
-    depth_weight: float = 1.0
-    geo_weight: float = 0.1
-    geo_groups: GeoGroups = "side"
-    samples_per_epoch: int = 0  # 0 = the whole phase pool every epoch
-    flip: bool = True
+    batch_size: int
+    lr: float
+    sigma: float
+    depth_weight: float
+    geo_weight: float
+    geo_groups: GeoGroups
+    samples_per_epoch: int  # 0 = the whole phase pool every epoch
+    flip: bool
     eval_max: int = 256  # evenly spaced test crops scored after each epoch (per-phase metrics)
 
 

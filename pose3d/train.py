@@ -249,7 +249,8 @@ class Trainer:
             if n in state.get("scalers", {}):
                 s.load_state_dict(state["scalers"][n])
         self.history = list(state.get("history", []))
-        log.info("%s: resuming after epoch %d", path, state["epoch"])
+        # epochs count from 1 in logs and curves; state["epoch"] is the 0-based index of the last one
+        log.info("%s: resuming after epoch %d of %d", path, int(state["epoch"]) + 1, self.config.epochs)
         return int(state["epoch"]) + 1
 
     def _write_curves(self) -> None:

@@ -53,3 +53,22 @@ def test_bad_input_exits_1_with_the_message_and_params_errors_exit_2(tmp_path, p
     with pytest.raises(SystemExit) as e:
         cli.run_stage("doc", "evaluate", ARGS, body, argv=_argv(tmp_path, params), device=False)
     assert e.value.code == 2
+
+
+def test_a_bad_mocap_path_leaves_the_previous_studio_outputs_alone(tmp_path):
+    from pose3d.tasks import data
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"base": {"mlflow": False},
+                                      "studio": {"source": "mocap", "mocap_path": str(tmp_path / "nope.bvh")}}))
+    old = {name: tmp_path / name for name in ("mocap.h5", "cameras.json", "studio.json")}
+    for f in old.values():
+        f.write_text("the previous run's")
+    (tmp_path / "videos").mkdir()
+    argv = ["--mocap", str(old["mocap.h5"]), "--cameras", str(old["cameras.json"]), "--videos",
+            str(tmp_path / "videos"), "--metrics", str(old["studio.json"]), "--params", str(params)]
+    args = {"--mocap-path": dict(default=None), "--mocap": dict(output=True, required=True),
+            "--cameras": dict(output=True, required=True), "--videos": dict(output=True, required=True),
+            "--metrics": dict(output=True, required=True)}
+    assert cli.run_stage("doc", "studio", args, data.run_studio_stage, argv=argv, device=False) == 1
+    assert all(f.read_text() == "the previous run's" for f in old.values()) and (tmp_path / "videos").is_dir()

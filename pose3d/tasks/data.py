@@ -23,10 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def run_studio_stage(s, paths, tracker) -> str:
-    """Animate the subjects and film them; on any error none of the outputs is left behind."""
+    """Animate the subjects and film them. The takes (and every input they need) are built
+    first: a bad ``mocap_path`` leaves the previous outputs alone. Once writing has started, an
+    error removes all four outputs, so no half-new set is left."""
+    p = s.params
+    t0 = time.perf_counter()
+    takes, cams, subjects = _studio_takes(p, paths)
     outputs = [Path(paths.mocap), Path(paths.cameras), Path(paths.videos), Path(paths.metrics)]
     try:
-        return _studio(s.params, paths, tracker)
+        return _film(p, paths, tracker, takes, cams, subjects, t0)
     except BaseException:
         for path in outputs:
             if path.is_dir():
@@ -36,8 +41,7 @@ def run_studio_stage(s, paths, tracker) -> str:
         raise
 
 
-def _studio(p, paths, tracker) -> str:
-    t0 = time.perf_counter()
+def _studio_takes(p, paths):
     mocap_path = p.mocap_path if paths.mocap_path is None else paths.mocap_path
     if p.source == "procedural":
         takes = dataset.procedural_sequences(p.subjects, p.actions, p.seconds, p.fps, p.seed)
@@ -49,6 +53,10 @@ def _studio(p, paths, tracker) -> str:
     subjects = sorted({t.sequence.subject for t in takes}, key=list(p.subjects).index)
     cams = dataset.make_cameras(subjects, p.num_cameras, p.width, p.height, p.camera_distance,
                                 p.camera_height, p.seed)
+    return takes, cams, subjects
+
+
+def _film(p, paths, tracker, takes, cams, subjects, t0) -> str:
     n_pose_frames = sum(len(t.sequence.positions_world) for t in takes)
     log.info("%d takes, %d subjects, %d pose frames, %d cameras", len(takes), len(subjects),
              n_pose_frames, p.num_cameras)

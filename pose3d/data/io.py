@@ -116,6 +116,23 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return found
 
 
+def is_timing(key: str) -> bool:
+    """Wall-clock figures (seconds, rates): they differ on every run, so they stay out of the
+    metrics DVC compares."""
+    return "seconds" in key or key.endswith(("_per_s", "_fps")) or key == "fps"
+
+
+def write_metrics(path: str | os.PathLike, metrics: Mapping) -> None:
+    """Write a stage's metrics JSON without its timings, which go to ``../timings/<name>``
+    (reports/metrics/x.json -> reports/timings/x.json): `dvc metrics diff` then shows what
+    changed in the results, not the machine's load."""
+    path = Path(path)
+    timings = {k: v for k, v in metrics.items() if is_timing(k)}
+    write_json(path, {k: v for k, v in metrics.items() if not is_timing(k)})
+    if timings:
+        write_json(path.parent.parent / "timings" / path.name, timings)
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -16,7 +16,8 @@ from pose3d.data import h36m
 from pose3d.data.contracts import read_detections
 from pose3d.data.crops import extract_crops
 from pose3d.data.export import export_vp3d
-from pose3d.data.io import DataError, atomic_dir, load_cameras, read_mocap, save_cameras, write_json, write_mocap
+from pose3d.data.io import (DataError, atomic_dir, load_cameras, read_mocap, save_cameras, write_metrics,
+                            write_mocap)
 from pose3d.data.studio import dataset
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def _film(p, paths, tracker, takes, cams, subjects, t0) -> str:
                "video_frames": stats["frames"], "render_seconds": round(stats["seconds"], 2),
                "render_fps": round(stats["fps"], 2), "videos_mb": round(size / 2**20, 2),
                "seconds": round(time.perf_counter() - t0, 2)}
-    write_json(paths.metrics, summary)
+    write_metrics(paths.metrics, summary)
     tracker.log_metrics(summary)
     return json.dumps(summary)
 
@@ -95,7 +96,7 @@ def run_prepare_stage(s, paths, tracker) -> str:
     summary = h36m.write_prepared(paths.out_dir, dataset_, source_fps=p.source_fps,
                                   test_subjects=p.test_subjects, link_mode=p.link_mode)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
-    write_json(paths.metrics, summary)
+    write_metrics(paths.metrics, summary)
     tracker.log_metrics({k: float(v) for k, v in summary.items()})
     return f"{p.layout}: {json.dumps(summary)}"
 

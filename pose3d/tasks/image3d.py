@@ -43,7 +43,7 @@ import torch
 from pose3d.data.contracts import write_predictions
 from pose3d.data.crops import apply_affine, invert_affine, normalize_images, read_crop_index, read_crops
 from pose3d import params
-from pose3d.data.io import DataError, file_digest, load_cameras, read_mocap, write_json
+from pose3d.data.io import DataError, file_digest, load_cameras, read_mocap, write_metrics
 from pose3d.geometry.camera import pixels_to_normalized, undistort_points, world_to_camera
 from pose3d.geometry.shapes import check_shape
 from pose3d.heatmaps import crop_to_heatmap, decode, gaussian_targets, heatmap_to_crop, weighted_mse
@@ -660,7 +660,7 @@ def run_stage(s, paths, tracker) -> str:
     tracker.log_metrics({**{k: metrics[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "err2d_px", "gt2d_mpjpe_mm",
                                                     "gt2d_pa_mpjpe_mm", "seconds")},
                          **{f"{ph}.{k}": v for ph, m in metrics["phases"].items() for k, v in m.items()}})
-    write_json(paths.metrics, metrics)
+    write_metrics(paths.metrics, metrics)
     return (f"MPJPE {metrics['mpjpe_mm']:.1f} mm, P-MPJPE {metrics['pa_mpjpe_mm']:.1f} mm on {metrics['n_test']} "
             f"test crops (2D error {metrics['err2d_px']:.1f} px; GT 2D + predicted depth: "
             f"{metrics['gt2d_mpjpe_mm']:.1f} / {metrics['gt2d_pa_mpjpe_mm']:.1f} mm); {metrics['seconds']:.0f} s "

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pose3d.data.contracts import read_detections, write_predictions
-from pose3d.data.io import DataError, load_cameras, read_mocap, write_json
+from pose3d.data.io import DataError, load_cameras, read_mocap, write_metrics
 from pose3d.geometry.camera import project, stack_cameras
 from pose3d.geometry.procrustes import align_similarity
 from pose3d.geometry.probabilistic import probabilistic_triangulate, stature
@@ -249,7 +249,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
     write_predictions(out, cols, pred.numpy(), method=f"triangulate_{method}",
                       coord_frame="reference_camera" if method == "probabilistic" else "world",
                       root_relative=False, meta=meta)
-    write_json(metrics_out, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
+    write_metrics(metrics_out, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
     return metrics
 
 

@@ -314,3 +314,6 @@ def test_run_hg3d_tiny_end_to_end(tmp_path):
     assert table.num_rows == 12 and set(table.column("subject").to_pylist()) == {"S9"}
     assert "loss_geo" in (tmp_path / "curves.csv").read_text()
     assert (tmp_path / "model" / "model.pt").exists() and (tmp_path / "ckpt.pt").exists()
+    # a run resumed from the final checkpoint reports the same numbers (phases included)
+    again = image3d.run_hg3d(**kw)
+    assert again["phases"] == m["phases"] and again["mpjpe_mm"] == m["mpjpe_mm"]

@@ -551,8 +551,7 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
     for epoch, name in phase_ends.items():
         if name not in phase_metrics and epoch < len(history):
             row = history[epoch]
-            phase_metrics[name] = {k: row[f"test_{k}"] for k in ("mpjpe_mm", "pa_mpjpe_mm")
-                                   if f"test_{k}" in row}
+            phase_metrics[name] = {k[len("test_"):]: v for k, v in row.items() if k.startswith("test_")}
     return ref_lengths, history, phase_metrics
 
 

@@ -97,3 +97,16 @@ def test_a_model_file_with_code_is_refused_with_its_name(tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(DataError, match="junk.pt: not loadable"):
         load_state(tmp_path / "junk.pt")
+
+
+def test_a_disk_without_room_for_the_crops_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from pose3d.data import crops
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 9 << 20, 1 << 20))
+    with pytest.raises(DataError, match=r"crops.h5: needs up to 32 MB, .* has 1 MB free"):
+        crops.check_free_space(tmp_path / "crops.h5", 12_000 * 96 * 96 * 3 // 10)
+    assert not (tmp_path / "crops.h5").exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -465,6 +466,16 @@ def _camera_background(videos_dir, sequences, camera: str, n_frames: int) -> np.
     return median_background(frames)
 
 
+def check_free_space(path: str | os.PathLike, need_bytes: int) -> None:
+    """Refuse to start writing ``path`` when its disk has less room than ``need_bytes`` (the
+    uncompressed size: an upper bound) needs: h5py can crash, not raise, on a full disk."""
+    folder = Path(path).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise DataError(f"{path}: needs up to {need_bytes / 2**20:.0f} MB, {folder} has {free / 2**20:.0f} MB free")
+
+
 def extract_crops(mocap_path: str | os.PathLike, cameras_path: str | os.PathLike,
                   videos_dir: str | os.PathLike, out_h5: str | os.PathLike,
                   out_index: str | os.PathLike, *, crop_size: int, frame_stride: int = 1,
@@ -502,6 +513,7 @@ def extract_crops(mocap_path: str | os.PathLike, cameras_path: str | os.PathLike
     jobs.sort(key=lambda sc: (sc[0].subject, sc[1]))  # group by (subject, camera) for backgrounds
     backgrounds: dict[tuple[str, str], np.ndarray] = {}
     total_frames = sum(-(-len(s.positions_world) // frame_stride) for s, _ in jobs)
+    check_free_space(out_h5, total_frames * crop_size * crop_size * 3)
     bar = tqdm(total=total_frames, desc="extract", unit="frame", disable=not progress, mininterval=2.0)
     with CropWriter(out_h5, out_index, crop_size, metadata=meta, compression_level=compression) as w:
         for seq, cam_name in jobs:

@@ -110,3 +110,20 @@ def test_a_disk_without_room_for_the_crops_is_refused_before_writing(tmp_path, m
     with pytest.raises(DataError, match=r"crops.h5: needs up to 32 MB, .* has 1 MB free"):
         crops.check_free_space(tmp_path / "crops.h5", 12_000 * 96 * 96 * 3 // 10)
     assert not (tmp_path / "crops.h5").exists()
+
+
+def test_a_failed_crops_write_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    from pose3d.data import crops
+
+    w = crops.CropWriter(tmp_path / "crops.h5", tmp_path / "crops.parquet", 8)
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DataError, match=r"crops.h5: could not be written .*No space left"):
+        with w:
+            monkeypatch.setattr(w._ds, "resize", full_disk)
+            w.add(np.zeros((3, 8, 8, 3), np.uint8), "S1", "Walking", "c0", np.arange(3), "train",
+                  np.zeros((3, 4)), np.zeros((3, 2, 3)), np.zeros((3, 17, 2)))
+            w._flush()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

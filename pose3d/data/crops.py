@@ -221,8 +221,11 @@ class CropWriter:
             return
         a = np.stack(self._buf)
         n0 = self._ds.shape[0]
-        self._ds.resize(n0 + len(a), axis=0)
-        self._ds[n0:] = a
+        try:
+            self._ds.resize(n0 + len(a), axis=0)
+            self._ds[n0:] = a
+        except OSError as e:  # e.g. no space left on the device
+            raise DataError(f"{self.h5_path}: could not be written ({e})") from None
         self._buf = []
 
     def __exit__(self, exc_type, exc, tb):

@@ -197,7 +197,7 @@ def _command(stage: str, f: dict[str, Path], out: Path, params: Path) -> list[st
     if stage == "triangulate":
         return py + ["--method", "algebraic", "--mocap", str(f["mocap"]), "--cameras", str(f["cameras"]),
                      "--detections", str(f["detections"]), "--out", str(out / "pred.parquet"),
-                     "--metrics", str(out / "m.json"), "--params", str(params)]
+                     "--metrics", str(out / "m.json"), "--timings", str(out / "t.json"), "--params", str(params)]
     return py + ["--crops-h5", str(f["crops_h5"]), "--crops-index", str(f["crops_index"]),
                  "--model-dir", str(f["model_config"].parent), "--out", str(out / "det.parquet"),
                  "--metrics", str(out / "m.json"), "--figure", str(out / "f.png"), "--params", str(params)]

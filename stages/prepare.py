@@ -14,7 +14,8 @@ from pose3d.tasks import data
 
 ARGS = {"--source": dict(default=None, help="overrides prepare.source (by hand; the DAG reads params.yaml)"),
         "--out-dir": dict(output=True, required=True),
-        "--metrics": dict(output=True, required=True)}
+        "--metrics": dict(output=True, required=True),
+        "--timings": dict(output=True, required=True, help="wall-clock figures (not DVC metrics)")}
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,8 @@ ARGS = {"--mocap-path": dict(default=None, help="overrides studio.mocap_path (by
         "--mocap": dict(output=True, required=True, help="output mocap.h5"),
         "--cameras": dict(output=True, required=True, help="output cameras.json"),
         "--videos": dict(output=True, required=True, help="output videos folder"),
-        "--metrics": dict(output=True, required=True, help="output summary (DVC metrics) json")}
+        "--metrics": dict(output=True, required=True, help="output summary (DVC metrics) json"),
+        "--timings": dict(output=True, required=True, help="wall-clock figures (not DVC metrics)")}
 
 
 def main(argv=None) -> int:

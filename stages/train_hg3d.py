@@ -23,7 +23,8 @@ ARGS = {"--crops-h5": dict(required=True),
         "--checkpoint": dict(output=True, required=True),
         "--predictions": dict(output=True, required=True),
         "--metrics": dict(output=True, required=True),
-        "--curves": dict(output=True, required=True)}
+        "--curves": dict(output=True, required=True),
+        "--timings": dict(output=True, required=True, help="wall-clock figures (not DVC metrics)")}
 
 
 def main(argv=None) -> int:

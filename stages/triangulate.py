@@ -15,7 +15,8 @@ ARGS = {"--method": dict(required=True, choices=triangulate.METHODS),
         "--cameras": dict(required=True),
         "--detections": dict(default=None, help="read when triangulate.input = detections"),
         "--out": dict(output=True, required=True),
-        "--metrics": dict(output=True, required=True)}
+        "--metrics": dict(output=True, required=True),
+        "--timings": dict(output=True, required=True, help="wall-clock figures (not DVC metrics)")}
 
 
 def main(argv=None) -> int:

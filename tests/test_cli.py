@@ -77,8 +77,8 @@ def test_a_bad_mocap_path_leaves_the_previous_studio_outputs_alone(tmp_path):
 def test_timings_stay_out_of_the_metrics_dvc_compares(tmp_path):
     from pose3d.data.io import write_metrics
 
-    write_metrics(tmp_path / "metrics" / "x.json", {"mpjpe_mm": 31.5, "seconds": 4.2, "joints_per_s": 9e4,
-                                                    "render_fps": 120.0, "n_frames": 900})
+    write_metrics(tmp_path / "metrics" / "x.json", tmp_path / "timings" / "x.json",
+                  {"mpjpe_mm": 31.5, "seconds": 4.2, "joints_per_s": 9e4, "render_fps": 120.0, "n_frames": 900})
     import json
 
     assert json.loads((tmp_path / "metrics" / "x.json").read_text()) == {"mpjpe_mm": 31.5, "n_frames": 900}

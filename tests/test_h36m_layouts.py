@@ -438,19 +438,19 @@ def test_prepare_stage(tmp_path, monkeypatch):
                                                                        "source": str(tmp_path / "gluon")}}))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     out, metrics = tmp_path / "prepared", tmp_path / "m.json"
-    rc = prepare.main(["--source", str(tmp_path / "gluon"), "--out-dir", str(out), "--metrics", str(metrics),
+    rc = prepare.main(["--source", str(tmp_path / "gluon"), "--out-dir", str(out), "--metrics", str(metrics), "--timings", str(tmp_path / "t.json"),
                        "--params", str(params)])
     assert rc == 0
     m = json.loads(metrics.read_text())
     assert m["sequences"] == 1 and m["images"] == 24  # S11 Directions-2 dropped by default
     # layout none: the same files, empty
     params.write_text(yaml.safe_dump({"base": {"mlflow": False}, "prepare": {"layout": "none"}}))
-    assert prepare.main(["--source", "", "--out-dir", str(out), "--metrics", str(metrics), "--params", str(params)]) == 0
+    assert prepare.main(["--source", "", "--out-dir", str(out), "--metrics", str(metrics), "--timings", str(tmp_path / "t.json"), "--params", str(params)]) == 0
     assert read_mocap(out / "mocap.h5") == [] and read_table(out / "detections_2d.parquet")[0].num_rows == 0
     # a pickled input without the opt-in fails loudly and leaves the previous output intact
     p3, _, _ = write_vp3d(tmp_path)
     cameras_json(tmp_path / "c.json")
     params.write_text(yaml.safe_dump({"base": {"mlflow": False}, "prepare": {
         "layout": "vp3d", "source": str(p3), "cameras": str(tmp_path / "c.json")}}))
-    assert prepare.main(["--out-dir", str(out), "--metrics", str(metrics), "--params", str(params)]) == 1
+    assert prepare.main(["--out-dir", str(out), "--metrics", str(metrics), "--timings", str(tmp_path / "t.json"), "--params", str(params)]) == 1
     assert (out / "mocap.h5").exists()

@@ -108,7 +108,7 @@ def _run_stage(tmp_path, params):
     spec.loader.exec_module(mod)
     out = tmp_path / "out"
     args = ["--params", str(params), "--mocap", str(out / "mocap.h5"), "--cameras", str(out / "cameras.json"),
-            "--videos", str(out / "videos"), "--metrics", str(out / "metrics.json")]
+            "--videos", str(out / "videos"), "--metrics", str(out / "metrics.json"), "--timings", str(out / "timings.json")]
     try:
         rc = mod.main(args)
     except SystemExit as e:  # cli.setup exits 2 on a params error

@@ -295,7 +295,7 @@ def test_stage_end_to_end(tmp_path, method):
     out, met = tmp_path / "pred.parquet", tmp_path / "m.json"
     cmd = [sys.executable, "stages/triangulate.py", "--method", method, "--mocap", str(tmp_path / "mocap.h5"),
            "--cameras", str(tmp_path / "cameras.json"), "--detections", str(tmp_path / "det.parquet"),
-           "--out", str(out), "--metrics", str(met), "--params", str(tmp_path / "params.yaml")]
+           "--out", str(out), "--metrics", str(met), "--timings", str(tmp_path / "t.json"), "--params", str(tmp_path / "params.yaml")]
     subprocess.run(cmd, check=True, cwd=str(REPO), capture_output=True)
     m = json.loads(met.read_text())
     table, meta = read_table(out)
@@ -316,7 +316,7 @@ def test_stage_missing_input_exits_1(tmp_path):
     (tmp_path / "params.yaml").write_text("base: {mlflow: false}\ntriangulate: {}\n")
     r = subprocess.run([sys.executable, "stages/triangulate.py", "--method", "algebraic", "--mocap",
                         str(tmp_path / "nope.h5"), "--cameras", "x.json", "--out", str(tmp_path / "o.parquet"),
-                        "--metrics", str(tmp_path / "m.json"), "--params", str(tmp_path / "params.yaml")],
+                        "--metrics", str(tmp_path / "m.json"), "--timings", str(tmp_path / "t.json"), "--params", str(tmp_path / "params.yaml")],
                        cwd=str(REPO), capture_output=True, text=True)
     assert r.returncode == 1 and "nope.h5" in r.stderr and not (tmp_path / "o.parquet").exists()
 

@@ -50,7 +50,7 @@ def to_h36m(points: np.ndarray, names, path, *, allow_missing: bool = False) -> 
     return reorder(points, names, JOINT_NAMES)
 
 
-def _keys(table, path, *, camera_optional: bool = False) -> pd.DataFrame:
+def _keys(table, *, camera_optional: bool = False) -> pd.DataFrame:
     n = table.num_rows
     cols = set(table.column_names)
     col = lambda c, dtype: np.asarray(table.column(c).to_pylist(), dtype=dtype)  # noqa: E731
@@ -116,7 +116,7 @@ def read_detections(path) -> Detections:
         raise DataError(f"{path}: keypoints_px / scores do not hold {len(names)} joints per row ({e})") from e
     kp = to_h36m(kp, names, path)
     sc = to_h36m(sc[..., None], names, path)[..., 0]
-    return Detections(path, _keys(table, path), kp, sc, meta)
+    return Detections(path, _keys(table), kp, sc, meta)
 
 
 def write_detections(path, keys: pd.DataFrame, keypoints: np.ndarray, scores: np.ndarray,
@@ -173,7 +173,7 @@ def read_predictions(path) -> Predictions:
     joints = to_h36m(joints, names, path, allow_missing=True)
     if len(joints) and np.isnan(joints[:, ROOT]).all():
         raise DataError(f"{path}: no pelvis (root) joint; every metric needs it")
-    keys = _keys(table, path, camera_optional=True)
+    keys = _keys(table, camera_optional=True)
     if coord == "camera" and (keys["camera"] == "").any():
         raise DataError(f"{path}: coord_frame is camera but some rows have an empty camera name")
     dup = keys.duplicated(list(KEY_COLUMNS))

@@ -122,15 +122,11 @@ def is_timing(key: str) -> bool:
     return "seconds" in key or key.endswith(("_per_s", "_fps")) or key == "fps"
 
 
-def write_metrics(path: str | os.PathLike, metrics: Mapping) -> None:
-    """Write a stage's metrics JSON without its timings, which go to ``../timings/<name>``
-    (reports/metrics/x.json -> reports/timings/x.json): `dvc metrics diff` then shows what
-    changed in the results, not the machine's load."""
-    path = Path(path)
-    timings = {k: v for k, v in metrics.items() if is_timing(k)}
+def write_metrics(path: str | os.PathLike, timings_path: str | os.PathLike, metrics: Mapping) -> None:
+    """Write a stage's metrics JSON without its timings, which go to ``timings_path`` (dvc.yaml
+    names both): `dvc metrics diff` then shows what changed in the results, not the machine's load."""
     write_json(path, {k: v for k, v in metrics.items() if not is_timing(k)})
-    if timings:
-        write_json(path.parent.parent / "timings" / path.name, timings)
+    write_json(timings_path, {k: v for k, v in metrics.items() if is_timing(k)})
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

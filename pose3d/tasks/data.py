@@ -73,7 +73,7 @@ def _film(p, paths, tracker, takes, cams, subjects, t0) -> str:
                "video_frames": stats["frames"], "render_seconds": round(stats["seconds"], 2),
                "render_fps": round(stats["fps"], 2), "videos_mb": round(size / 2**20, 2),
                "seconds": round(time.perf_counter() - t0, 2)}
-    write_metrics(paths.metrics, summary)
+    write_metrics(paths.metrics, paths.timings, summary)
     tracker.log_metrics(summary)
     return json.dumps(summary)
 
@@ -96,7 +96,7 @@ def run_prepare_stage(s, paths, tracker) -> str:
     summary = h36m.write_prepared(paths.out_dir, dataset_, source_fps=p.source_fps,
                                   test_subjects=p.test_subjects, link_mode=p.link_mode)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
-    write_metrics(paths.metrics, summary)
+    write_metrics(paths.metrics, paths.timings, summary)
     tracker.log_metrics({k: float(v) for k, v in summary.items()})
     return f"{p.layout}: {json.dumps(summary)}"
 

@@ -151,7 +151,7 @@ def _pose_metrics(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
 
 
 def run(method: str, mocap: str, cameras: str, detections: str | None, out: str, metrics_out: str,
-        p, device: torch.device, seed: int = 0) -> dict[str, float]:
+        timings_out: str, p, device: torch.device, seed: int = 0) -> dict[str, float]:
     """Triangulate every (test) frame with ``method``; write predictions and metrics; return them.
 
     ``p`` is the ``triangulate`` params section (its fields are read here, passed on as plain
@@ -249,14 +249,14 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
     write_predictions(out, cols, pred.numpy(), method=f"triangulate_{method}",
                       coord_frame="reference_camera" if method == "probabilistic" else "world",
                       root_relative=False, meta=meta)
-    write_metrics(metrics_out, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
+    write_metrics(metrics_out, timings_out, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
     return metrics
 
 
 def run_stage(s, paths, tracker) -> str:
     """``triangulate@<method>``: :func:`run` with the stage's files."""
     tracker.log_params({"method": paths.method})
-    m = run(paths.method, paths.mocap, paths.cameras, paths.detections, paths.out, paths.metrics, s.params,
+    m = run(paths.method, paths.mocap, paths.cameras, paths.detections, paths.out, paths.metrics, paths.timings, s.params,
             s.device, seed=s.base.seed)
     tracker.log_metrics(m)
     return ", ".join(f"{k}={v:.4g}" for k, v in m.items())

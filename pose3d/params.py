@@ -366,6 +366,8 @@ class Pose2D:
     lr_factor: float = 0.1
     weight_decay: float = 0.0
     max_train_crops: int = 0        # 0 = every train crop; else an evenly spaced subset
+    warmup_epochs: int = 0          # the first epochs train (and validate) on crops resampled to
+    warmup_size: int = 64           # warmup_size px: cheaper steps while the net learns left from right
     val_max_crops: int = 256        # test-subject crops scored after every epoch
     channels_last: bool = True
     # augmentation
@@ -388,6 +390,10 @@ class Pose2D:
         require(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
         require(0 < self.lr_factor <= 1, f"{p}.lr_factor", self.lr_factor, "must be in (0, 1]")
         require(self.max_train_crops >= 0, f"{p}.max_train_crops", self.max_train_crops, "must be >= 0")
+        require(0 <= self.warmup_epochs < self.epochs, f"{p}.warmup_epochs", self.warmup_epochs,
+                "must be >= 0 and < epochs")
+        require(self.warmup_size >= 32 and self.warmup_size % 32 == 0, f"{p}.warmup_size", self.warmup_size,
+                "must be a multiple of 32 (the backbone's stride), >= 32")
         require(self.val_max_crops >= 1, f"{p}.val_max_crops", self.val_max_crops, "must be >= 1")
         require(0 <= self.aug_scale < 1, f"{p}.aug_scale", self.aug_scale, "must be in [0, 1)")
         for k in ("aug_rotation_prob", "aug_flip_prob"):

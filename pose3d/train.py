@@ -96,6 +96,14 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def adam(params, **kw) -> torch.optim.Adam:
+    """Adam with the fused kernel (one kernel over all tensors instead of a per-tensor loop):
+    the loop took a quarter of a lifter's CPU step and ~10 % of pose_resnet's (fused: 10 vs
+    53 ms per step on 4M parameters, 9 vs 40 ms on ResNet-18 + head, one thread). Same update
+    rule, different rounding; runs on CUDA and CPU alike."""
+    return torch.optim.Adam(params, fused=True, **kw)
+
+
 class LazyBatches:
     """A sized iterable of batches made on demand: ``make(i)`` for i in range(n) (what a
     ``train_batches(epoch)`` returns, so that batches are built only when reached)."""

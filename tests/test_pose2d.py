@@ -258,3 +258,41 @@ def test_a_checkpoint_is_bound_to_the_crops_content(tmp_path):
     h5.write_bytes(b"crops of box_margin 0.35")
     assert pose2d.train_fingerprint(p, base, h5, idx) != before
     assert pose2d.train_fingerprint(dataclasses.replace(p, lr=1e-4), base, h5, idx) != before
+
+
+def test_warmup_epochs_train_and_score_at_the_warmup_size(monkeypatch):
+    """EpochBatches gives each epoch's crops at size_of_epoch(epoch); make_evaluate scores the
+    validation crops at that size and maps predictions back through x_S = (x_s + 0.5) S / s - 0.5
+    to the index's image pixels (exact: predictions at the true joints score 0 px)."""
+    import pandas as pd
+    from pose3d.data.crops import CropIndex, crop_affine, invert_affine, apply_affine
+
+    S, s, n = 64, 32, 3
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (n, S, S, 3), dtype=np.uint8)
+    joints_crop = rng.uniform(5, 58, (n, 17, 2)).astype(np.float32)
+    size_of_epoch = lambda e: s if e < 1 else S  # noqa: E731
+    batches = pose2d.EpochBatches(CropDataset(crops, joints_crop), 2, seed=0, size_of_epoch=size_of_epoch)
+    assert next(iter(batches(0)))[0].shape == (2, 3, s, s)
+    assert next(iter(batches(1)))[0].shape == (2, 3, S, S)
+
+    boxes = np.array([[100.0, 50, 300, 250]] * n)
+    c2i = np.stack([invert_affine(crop_affine(b, S)) for b in boxes])
+    gt = apply_affine(c2i, joints_crop.astype(np.float64))
+    keys = pd.DataFrame({"index": range(n), "subject": "S9", "action": "a", "camera": "c", "frame": range(n),
+                         "split": "test"})
+    index = CropIndex(keys, boxes, c2i, gt, {"crop_size": S})
+    seen = []
+
+    def fake_predict(model, c, **kw):  # the true joints in the pixels of the crops it is given
+        seen.append(c.shape[1])
+        k = c.shape[1] / S
+        return (joints_crop + 0.5) * k - 0.5, np.ones((n, 17), np.float32)
+
+    monkeypatch.setattr(pose2d, "predict_array", fake_predict)
+    evaluate = pose2d.make_evaluate(crops, index, np.full(n, 640.0), size_of_epoch)
+    ctx = type("Ctx", (), {"modules": {"model": None}})()
+    for epoch in (0, 1):
+        m = evaluate(ctx, epoch)
+        assert m["val_mean_px_error"] == pytest.approx(0.0, abs=1e-4)
+    assert seen == [s, S]

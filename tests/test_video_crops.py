@@ -234,3 +234,26 @@ def test_dataset_flip_augmentation_swaps_joints_consistently():
     ds2.set_epoch(1)
     assert not np.array_equal(a[1], ds2.sample(1)[1])
     assert list(FLIP_PERM[:4]) == [0, 4, 5, 6]
+
+
+def test_crop_dataset_resamples_to_the_epoch_size():
+    """set_epoch(e, size): image and joints resampled from S to size with the pixel-centre
+    convention x_s = (x_S + 0.5) s / S - 0.5; the joint stays on its bright block."""
+    S, s = 64, 32
+    img = np.zeros((1, S, S, 3), np.uint8)
+    img[0, 20:24, 40:44] = 255  # a 4x4 block centred on (x, y) = (41.5, 21.5)
+    joints = np.full((1, 17, 2), 8.0, np.float32)
+    joints[0, 0] = [41.5, 21.5]
+    joints[0, 1] = [S - 0.6, 3.0]  # inside at S (< S - 0.5), still inside at s
+    ds = C.CropDataset(img, joints)
+    ds.set_epoch(2, size=s)
+    out, j, w = ds.sample(0)
+    assert out.shape == (s, s, 3) and ds.epoch == 2
+    np.testing.assert_allclose(j[0], [20.5, 10.5])
+    np.testing.assert_allclose(j[1], [31.45, 1.25], atol=1e-5)
+    assert out[10, 20].min() == 255 and out[10, 20:22].min() == 255 and out[12, 20].max() == 0
+    assert w.sum() == 17
+    x, _, _ = ds.batch(np.array([0]))
+    assert x.shape == (1, 3, s, s)
+    ds.set_epoch(3)  # back to the stored size
+    assert ds.sample(0)[0].shape == (S, S, 3)

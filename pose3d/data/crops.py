@@ -399,6 +399,9 @@ class CropDataset(torch.utils.data.Dataset):
     weights (J,) 1 inside the crop, else 0).
 
     Augmentation is deterministic given (seed, epoch, item): call :meth:`set_epoch` each epoch.
+    ``set_epoch(epoch, size)`` also sets the output size: crops (and joints) are resampled
+    from S to ``size`` after the augmentation (area interpolation), for a warm-up at a lower
+    resolution; the default is the stored size S.
     """
     def __init__(self, crops: np.ndarray, joints_crop: np.ndarray, aug: Augmentation = NO_AUGMENTATION,
                  seed: int = 0):
@@ -409,15 +412,18 @@ class CropDataset(torch.utils.data.Dataset):
         self.crops, self.joints = crops, np.asarray(joints_crop, np.float32)
         self.aug, self.seed, self.epoch = aug, int(seed), 0
         self.size = crops.shape[1]
+        self.out_size = self.size
 
     def __len__(self) -> int:
         return len(self.crops)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, size: int | None = None) -> None:
         self.epoch = int(epoch)
+        self.out_size = self.size if size is None else int(size)
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Item i as numpy: (image (S, S, 3) uint8, joints (J, 2), weights (J,))."""
+        """Item i as numpy: (image (s, s, 3) uint8, joints (J, 2) px of that image, weights (J,)),
+        s = the output size of the current epoch (S unless :meth:`set_epoch` said otherwise)."""
         S, img, joints = self.size, self.crops[i], self.joints[i].astype(np.float64)
         if self.aug != NO_AUGMENTATION:
             rng = np.random.default_rng([self.seed, self.epoch, int(i)])
@@ -438,6 +444,11 @@ class CropDataset(torch.utils.data.Dataset):
                 f = (f - mean) * contrast + mean
                 f = f * gain + shift
                 img = np.clip(f, 0, 255).astype(np.uint8)
+        if self.out_size != S:
+            # same pixel-centre convention as crop_affine: x_s = (x_S + 0.5) * s / S - 0.5
+            S, k = self.out_size, self.out_size / S
+            img = cv2.resize(img, (S, S), interpolation=cv2.INTER_AREA)
+            joints = (joints + 0.5) * k - 0.5
         finite = np.isfinite(joints).all(-1)
         inside = finite & (joints >= -0.5).all(-1) & (joints < S - 0.5).all(-1)
         return img, joints.astype(np.float32), inside.astype(np.float32)

@@ -50,7 +50,7 @@ from pose3d.heatmaps import crop_to_heatmap, decode, gaussian_targets, heatmap_t
 from pose3d.metrics import mpjpe, pa_mpjpe
 from pose3d.models.hg3d import HG3D, HG3DConfig, read_depth
 from pose3d.skeleton import BONES, FLIP_PERM, JOINT_NAMES, ROOT, bone_group, bone_lengths
-from pose3d.train import LazyBatches, Trainer, TrainConfig, load_state, save_model
+from pose3d.train import LazyBatches, Trainer, TrainConfig, adam, load_state, save_model
 
 log = logging.getLogger(__name__)
 
@@ -497,7 +497,7 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
     sched = opts.schedule
     phase_ends = sched.last_epochs()
 
-    opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    opt = adam(model.parameters(), lr=opts.lr)
     trainer = Trainer({"model": model}, {"model": opt}, config=train_config, run=run)
     device = trainer.device
     ref_dev = ref_lengths.to(device)

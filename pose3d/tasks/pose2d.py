@@ -24,6 +24,7 @@ import os
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -37,7 +38,7 @@ from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_ta
                              heatmap_to_crop, weighted_mse)
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.skeleton import JOINT_NAMES, LEFT_JOINTS, PARENTS
-from pose3d.train import Trainer, TrainConfig, autocast, load_state, resolve_device, resolve_precision, save_model
+from pose3d.train import Trainer, TrainConfig, adam, autocast, load_state, resolve_device, resolve_precision, save_model
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,13 @@ def make_step(stride: int, sigma: float):
 
 
 class EpochBatches:
-    """``train_batches(epoch)`` for the Trainer: a sized iterable of collated batches."""
+    """``train_batches(epoch)`` for the Trainer: a sized iterable of collated batches.
+    ``size_of_epoch(epoch)`` -> the crop size that epoch trains at (default: the stored size)."""
 
-    def __init__(self, dataset: CropDataset, batch_size: int, seed: int, drop_last: bool = True):
+    def __init__(self, dataset: CropDataset, batch_size: int, seed: int, drop_last: bool = True,
+                 size_of_epoch=None):
         self.dataset, self.batch_size, self.seed, self.drop_last = dataset, batch_size, seed, drop_last
+        self.size_of_epoch = size_of_epoch or (lambda epoch: dataset.size)
 
     def __call__(self, epoch: int) -> "_Epoch":
         return _Epoch(self, epoch)
@@ -81,7 +85,7 @@ class _Epoch:
 
     def __iter__(self):
         ds, b = self.p.dataset, self.p.batch_size
-        ds.set_epoch(self.epoch)
+        ds.set_epoch(self.epoch, self.p.size_of_epoch(self.epoch))
         perm = np.random.default_rng([self.p.seed, self.epoch]).permutation(len(ds))
         for k in range(self.n_batches):
             yield ds.batch(perm[k * b:(k + 1) * b])
@@ -284,20 +288,40 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 def score_crops(model: PoseResNet, crops: np.ndarray, index: CropIndex, image_width: np.ndarray,
                 **predict_kw) -> tuple[np.ndarray, dict]:
-    """Predict the in-memory crops (N, S, S, 3) of ``index`` and score them in full-image pixels
+    """Predict the in-memory crops (N, s, s, 3) of ``index`` and score them in full-image pixels
     -> (predictions (N, J, 2) image px, :func:`pck_metrics`). ``predict_kw`` go to
-    :func:`predict_array` (batch_size, flip, method, sigma, precision, channels_last)."""
+    :func:`predict_array` (batch_size, flip, method, sigma, precision, channels_last). Crops
+    resampled from the index's size S to s are mapped back to S before the index's affine."""
     coords, _ = predict_array(model, crops, **predict_kw)
+    k = index.crop_size / crops.shape[1]
+    if k != 1:
+        coords = (coords + 0.5) * k - 0.5
     pred = apply_affine(index.crop_to_image.astype(np.float64), coords.astype(np.float64))
     box = index.bbox_xyxy[:, 2] - index.bbox_xyxy[:, 0]
     return pred, pck_metrics(pred, index.gt_2d, box, image_width)
 
 
-def make_evaluate(crops: np.ndarray, index: CropIndex, image_width: np.ndarray, **predict_kw):
-    """``evaluate(ctx, epoch)`` for the Trainer: PCK / pixel error on held-out crops."""
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, size, size, 3) by area interpolation (CropDataset's resampling)."""
+    if crops.shape[1] == size:
+        return crops
+    out = np.empty((len(crops), size, size, 3), np.uint8)
+    for i, c in enumerate(crops):
+        out[i] = cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def make_evaluate(crops: np.ndarray, index: CropIndex, image_width: np.ndarray, size_of_epoch=None,
+                  **predict_kw):
+    """``evaluate(ctx, epoch)`` for the Trainer: PCK / pixel error on held-out crops, at the
+    size the epoch trained at (``size_of_epoch(epoch)``; default the stored size)."""
+    resized = {crops.shape[1]: crops}
 
     def evaluate(ctx, epoch):
-        _, m = score_crops(ctx.modules["model"], crops, index, image_width, **predict_kw)
+        size = size_of_epoch(epoch) if size_of_epoch else crops.shape[1]
+        if size not in resized:
+            resized[size] = resize_crops(crops, size)
+        _, m = score_crops(ctx.modules["model"], resized[size], index, image_width, **predict_kw)
         return {f"val_{k}": v for k, v in m.items() if not isinstance(v, dict)}
 
     return evaluate
@@ -409,7 +433,7 @@ def fit(crops_h5, index: CropIndex, p, *, trainer_config, run=None,
     dataset = CropDataset(train_crops, joints_in_crops(train_idx), augmentation_of(p), seed=trainer_config.seed)
     torch.manual_seed(trainer_config.seed)
     model = build_model(p.architecture, model_config)
-    opt = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    opt = adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     sched = make_scheduler(opt, p.lr_schedule, trainer_config.epochs, p.lr_steps, p.lr_factor)
     trainer = Trainer({"model": model}, {"model": opt}, {"model": sched}, config=trainer_config, run=run)
     cl = bool(trainer_config.channels_last)
@@ -417,9 +441,12 @@ def fit(crops_h5, index: CropIndex, p, *, trainer_config, run=None,
     widths = image_widths(val_idx)
     kw = dict(batch_size=64, flip=p.flip_test, method=p.decode, sigma=sigma, precision=precision,
               channels_last=cl)
-    evaluate = make_evaluate(val_crops, val_idx, widths, **kw)
-    history = trainer.fit(make_step(model_config.stride, sigma),
-                          EpochBatches(dataset, p.batch_size, trainer_config.seed), evaluate, fingerprint=fingerprint)
+    def size_of_epoch(epoch: int) -> int:  # a warm-up at a lower resolution, then the crop size
+        return p.warmup_size if epoch < p.warmup_epochs else index.crop_size
+
+    evaluate = make_evaluate(val_crops, val_idx, widths, size_of_epoch, **kw)
+    batches = EpochBatches(dataset, p.batch_size, trainer_config.seed, size_of_epoch=size_of_epoch)
+    history = trainer.fit(make_step(model_config.stride, sigma), batches, evaluate, fingerprint=fingerprint)
     model.eval()
     _, final = score_crops(model, val_crops, val_idx, widths, **kw)
     return model, history, final

@@ -20,7 +20,7 @@ from pose3d.data.crops import CropDataset
 from pose3d.data.io import read_table
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.skeleton import JOINT_NAMES
-from pose3d.train import Trainer, TrainConfig
+from pose3d.train import Trainer, TrainConfig, adam
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
@@ -177,16 +177,23 @@ class _Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("schedule", ["step", "cosine"])
-def test_resume_honours_the_lr_schedule(tmp_path, schedule):
+@pytest.mark.parametrize("schedule, warmup", [("step", 0), ("cosine", 0), ("step", 2)])
+def test_resume_honours_the_lr_schedule(tmp_path, schedule, warmup):
     """A run killed after epoch 2 and resumed gives the same epoch-3 lr, loss and weights as an
-    uninterrupted run: the schedule's position is restored from the checkpoint."""
-    crops, joints = _blob_crops(n=16, S=32)
+    uninterrupted run: the schedule's position is restored from the checkpoint, and so is the
+    crop size of a low-resolution warm-up (``warmup`` epochs at 32 px of 64 px crops)."""
+    S = 64 if warmup else 32
+    crops, joints = _blob_crops(n=16, S=S)
+    sizes = []
+
+    def size_of_epoch(epoch):
+        sizes.append(32 if epoch < warmup else S)
+        return sizes[-1]
 
     def run(checkpoint, kill_at=None):
         torch.manual_seed(0)
         model = PoseResNet(PoseResNetConfig(depth=18, num_joints=3, deconv_channels=16))
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        opt = adam(model.parameters(), lr=1e-2)
         sched = pose2d.make_scheduler(opt, schedule, epochs=3, lr_steps=(1,), lr_factor=0.5)
         cfg = TrainConfig(epochs=3, device="cpu", cpu_precision="fp32", seed=0, progress=False,
                           checkpoint=checkpoint)
@@ -199,7 +206,8 @@ def test_resume_honours_the_lr_schedule(tmp_path, schedule):
             return step(ctx, batch, epoch)
 
         ds = CropDataset(crops, joints)
-        return trainer.fit(maybe_killed, pose2d.EpochBatches(ds, 8, seed=0), fingerprint="fp"), model
+        batches = pose2d.EpochBatches(ds, 8, seed=0, size_of_epoch=size_of_epoch)
+        return trainer.fit(maybe_killed, batches, fingerprint="fp"), model
 
     full, full_model = run(tmp_path / "a.pt")
     with pytest.raises(_Killed):
@@ -210,6 +218,8 @@ def test_resume_honours_the_lr_schedule(tmp_path, schedule):
     expected_lr = {"step": [5e-3, 5e-3, 5e-3], "cosine": [7.5e-3, 2.5e-3, 0.0]}[schedule]
     assert [h["lr_model"] for h in full] == pytest.approx(expected_lr, abs=1e-12)
     assert resumed[2]["train_loss"] == full[2]["train_loss"]
+    if warmup:  # full run 32, 32, 64; killed run 32, 32, (64 killed); resumed run 64
+        assert sizes == [32, 32, S, 32, 32, S, S]
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.equal(a, b)
 

@@ -5,7 +5,8 @@
 For each of flip off / on: PCK@0.05 / @0.1, mean and median px on the full frames, px per
 1000 px of frame width, elbows / wrists / knees / ankles mean px, the share of crops with a
 left/right arm or leg swap (:func:`pose3d.tasks.pose2d.left_right_swaps`), per-joint mean px, and the
-inference rate (crops/s). One JSON line per setting on stdout; ``--out`` writes them as JSON.
+inference rate (crops/s), and where the wrist error sits (median, 90th percentile, mean on crops
+with and without an arm confusion, share of the summed error in the worst 5 % of wrists). One JSON line per setting on stdout; ``--out`` writes them as JSON.
 """
 
 from __future__ import annotations
@@ -53,9 +54,20 @@ def main(argv=None) -> int:
                                      method="dark", sigma=float(cfg.get("sigma", 1.5)), precision=precision,
                                      channels_last=device.type == "cpu")
         seconds = time.perf_counter() - t0
+        # where the wrist error sits: the tail (arms confused or hidden) vs the rest
+        names = list(pose2d.JOINT_NAMES)
+        wr = [names.index("l_wrist"), names.index("r_wrist")]
+        err = np.linalg.norm(pred[:, wr] - test.gt_2d[:, wr], axis=-1)  # (N, 2)
+        confused = pose2d.left_right_swaps(pred, test.gt_2d, box, pose2d.SWAP_LIMBS["arm"], kind="confusion")
+        top = np.sort(err.ravel())[::-1][:max(1, err.size // 20)]
+        wrists = {"wrists_median_px": float(np.median(err)), "wrists_p90_px": float(np.percentile(err, 90)),
+                  "wrists_mean_px_without_arm_confusion": float(err[~confused].mean()),
+                  "wrists_mean_px_with_arm_confusion": float(err[confused].mean()) if confused.any() else None,
+                  "wrists_error_share_of_worst_5pct": float(top.sum() / err.sum())}
         row = {"model_dir": str(a.model_dir), "split": a.split, "flip_test": flip, "precision": precision,
                "crops_per_s": round(len(crops) / seconds, 1),
-               **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items() if k != "per_joint"},
+               **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in {**m, **wrists}.items()
+                  if k != "per_joint"},
                "per_joint_mean_px": {k: round(v["mean_px_error"], 2) for k, v in m["per_joint"].items()}}
         print(json.dumps(row), flush=True)
         if a.swap_figure and (flip or a.flip == "off"):

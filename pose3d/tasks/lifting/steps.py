@@ -58,7 +58,8 @@ class Setup:
 
 def augment_of(p) -> Augment:
     return Augment(virtual_cameras=p.virtual_cameras, max_deg=p.virtual_max_deg, flip=p.flip_aug,
-                   resample_noise_px=p.noise_px if p.input_2d == "gt" else 0.0)
+                   resample_noise_px=p.noise_px if p.input_2d == "gt" else 0.0,
+                   extra_noise_px=p.train_noise_px if p.input_2d == "detections" else 0.0)
 
 
 def _chunks(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -171,14 +172,20 @@ def setup_repnet(p, train: FrameSet, seed: int) -> Setup:
         real = b["real"][:, 0] / G.scale_3d
         # G has no dropout and does not change during the critic steps: one forward serves both
         # the critic's fakes (detached) and the generator's update below
-        X, K = G.generate(w)
+        with ctx.autocast():  # bf16 matmuls where the device has them; the losses in float32
+            X, K = G.generate(w)
+        X, K = X.float(), K.float()
         fake = X.detach()
         for k in range(p.critic_steps):
             # the critic step is counted from the batch index: a resumed run makes the same
             # lazy-penalty choices
-            loss_d = critic_loss(D, real, fake, p.gp_weight, p.gp_every, b["index"] * p.critic_steps + k)
+            with ctx.autocast():
+                loss_d = critic_loss(D, real, fake, p.gp_weight, p.gp_every,
+                                     b["index"] * p.critic_steps + k).float()
             ctx.backward_step(loss_d, "critic")
-        rep, cam, adv = reprojection_loss(w, X, K), camera_loss(K), -D(X).mean()
+        with ctx.autocast():
+            adv = -D(X).float().mean()
+        rep, cam = reprojection_loss(w, X, K), camera_loss(K)
         wr = min(p.reproj_weight * p.reproj_growth ** epoch, max(p.reproj_max, p.reproj_weight))
         loss = p.adv_weight * adv + wr * rep + p.camera_weight * cam
         ctx.backward_step(loss, "gen")

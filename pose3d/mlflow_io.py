@@ -15,11 +15,10 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 from typing import Sequence
 
-import cloudpickle
-import mlflow
 import mlflow.pytorch
 import numpy as np
 import torch
@@ -66,7 +65,7 @@ def log_torch_model(module: torch.nn.Module, example: torch.Tensor, *, dynamic_a
         serialization_format="pickle",
         # pinned here: inferring them would start a second Python that loads the model
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                          f"cloudpickle=={cloudpickle.__version__}", f"numpy=={np.__version__}"])
+                          f"cloudpickle=={version('cloudpickle')}", f"numpy=={np.__version__}"])
     return info.model_uri
 
 

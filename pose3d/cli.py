@@ -8,8 +8,9 @@
 params section (a callable picks it from the arguments, e.g. ``lift --model repnet``) and
 ``base``, applies ``base.num_threads``, removes what a killed earlier run left of the outputs
 (the arguments marked ``output=True``: temporary files; its MLflow run still RUNNING is marked
-KILLED), opens the MLflow run (params logged as ``section.key``) and calls
-``body(setup, args, run)``, which returns the line to log.
+KILLED), opens the MLflow run (params logged as ``section.key``; the dataset of ``--mocap`` and
+``--cameras`` logged as an input) and calls ``body(setup, args, run)``, which returns the line
+to log.
 
 Errors: a params problem (unknown key, wrong type, out of range) or an unusable device exits 2
 before anything is read; a :class:`~pose3d.data.io.DataError` (bad or missing input, named in
@@ -72,6 +73,17 @@ def setup(section: str | None, params_path: str = "params.yaml", device: bool = 
 Body = Callable[[StageSetup, argparse.Namespace, tracking.Run], str]
 
 
+def _log_dataset(run: tracking.Run, stage: str, files: list[str | None]) -> bool:
+    """Log the dataset folder of ``files`` (mocap.h5, cameras.json) as an input of ``run``
+    (name = folder name, source = the folder as the stage was given it, digest of the files);
+    False when the stage has no such files or they do not exist yet."""
+    if not all(f and Path(f).exists() for f in files):
+        return False
+    folder = Path(files[0]).parent
+    run.log_dataset(folder.name, folder, files, context=stage)
+    return True
+
+
 def run_stage(doc: str, section: str | None | Callable[[argparse.Namespace], str],
               arguments: Mapping[str, Mapping[str, Any]], body: Body, *, argv=None,
               name: str | Callable[[argparse.Namespace], str] | None = None, device: bool = True,
@@ -94,9 +106,13 @@ def run_stage(doc: str, section: str | None | Callable[[argparse.Namespace], str
         for p in [getattr(a, dest)] if isinstance(getattr(a, dest), str) else (getattr(a, dest) or []):
             for stale in remove_stale_temporaries(p):
                 log.info("%s: removed %s, left by an interrupted run", stage, stale)
+    dataset = [getattr(a, "mocap", None), getattr(a, "cameras", None)]
     try:
         with tracking.stage_run(stage=stage, params=s.flat, base=s.base, enabled=None if track else False) as run:
+            read = _log_dataset(run, stage, dataset)  # a dataset the stage reads...
             summary = body(s, a, run)
+            if not read:
+                _log_dataset(run, stage, dataset)  # ...or writes (studio)
     except (DataError, params.ParamsError) as e:
         log.error("%s: %s", stage, e)
         return 1

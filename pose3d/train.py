@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pose3d import tracking
 from pose3d.data.io import DataError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -328,10 +329,16 @@ class Trainer:
 
 
 def save_model(model_dir: str | Path, module: nn.Module, config: Mapping[str, Any] | Any,
-               name: str = "model.pt") -> Path:
+               name: str = "model.pt", example: torch.Tensor | None = None,
+               dynamic_axes: tuple[int, ...] = (0,)) -> Path:
     """Write ``<model_dir>/<name>`` (state_dict) and ``config.json`` atomically.
 
     ``config`` is a dataclass or a mapping; it is what rebuilds the module.
+
+    Inside a stage's MLflow run the module is also logged to it (``mlflow.pytorch``, see
+    :meth:`pose3d.tracking.Run.log_model`) with ``example`` as its input example (axes
+    ``dynamic_axes`` of any length in the signature). Without ``example``, an image model
+    (``input_size`` in ``config``) gets one blank normalised crop ``(1, 3, S, S)``.
     """
     model_dir = Path(model_dir)
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
@@ -342,6 +349,11 @@ def save_model(model_dir: str | Path, module: nn.Module, config: Mapping[str, An
         tmp.write_bytes(buf.getvalue())
     with atomic_path(model_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+    if example is None and "input_size" in cfg:
+        example = torch.zeros(1, 3, int(cfg["input_size"]), int(cfg["input_size"]))
+    run = tracking.active_run()
+    if run.active and example is not None:
+        run.log_model(module, example, model_name=model_dir.name, dynamic_axes=dynamic_axes)
     return model_dir / name
 
 

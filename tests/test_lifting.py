@@ -290,6 +290,32 @@ def test_run_lift_writes_the_contract(studio, tmp_path):
     np.testing.assert_allclose(pose, res.pose, atol=1e-5)
 
 
+def test_lifter_logged_to_mlflow_predicts_like_the_stage_model(studio, tmp_path, monkeypatch):
+    """run_lift inside a stage's MLflow run logs the lifter (mlflow.pytorch): loaded back with
+    load_model("runs:/<id>/model") it predicts exactly what the stage's own model
+    (models/<name>, weights only) predicts, on the test frames and on a longer sequence."""
+    import mlflow
+
+    from pose3d import tracking
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    p = _tiny("martinez", epochs=1)
+    with tracking.stage_run("lift@martinez", experiment="pose3d-test") as run:
+        res = run_lift("martinez", p, P.Base(cpu_precision="fp32"), mocap=studio / "mocap.h5",
+                       cameras=studio / "cameras.json", model_dir=tmp_path / "model", run=run, progress=False)
+    logged = mlflow.pytorch.load_model(f"runs:/{run.run_id}/model")
+    own = load_lifter(tmp_path / "model")
+    pose, _ = predict(logged, res.test, flip_tta=p.flip_tta)
+    np.testing.assert_array_equal(pose, res.pose)
+    x = torch.randn(2, 50, NUM_JOINTS, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(logged(x), own(x), rtol=0, atol=0)
+    sig = mlflow.models.get_model_info(f"runs:/{run.run_id}/model").signature
+    assert sig.inputs.inputs[0].shape == (-1, -1, NUM_JOINTS, 2)  # any batch, any length
+    assert sig.outputs.inputs[0].shape == (-1, -1, NUM_JOINTS, 3)
+
+
 def test_detections_missing_is_a_clear_error(studio, tmp_path):
     p = _tiny("martinez", input_2d="detections", epochs=1)
     with pytest.raises(DataError, match="detections"):

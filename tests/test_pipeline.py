@@ -130,14 +130,36 @@ def test_metrics_are_finite_and_triangulation_exact(tiny_repo):
     assert (root / "reports" / "report.md").read_text().count("|") > 20
 
 
+def _stage_runs(runs):
+    return [r for r in runs if "dvc.stage" in r.data.tags]
+
+
 def test_one_mlflow_run_per_executed_stage(tiny_repo):
+    """One run per executed stage, all nested under one pipeline run; every trained model is
+    logged with it; triangulation and hg3d have runs (and metrics) of their own; artifact
+    locations are relative to the repo."""
+    import mlflow
+
     root, _, _ = tiny_repo
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     stages = set(lock["stages"])
     runs = _mlflow_runs(root)
-    tagged = [r.data.tags.get("dvc.stage") for r in runs]
+    stage_runs = _stage_runs(runs)
+    tagged = [r.data.tags.get("dvc.stage") for r in stage_runs]
     assert sorted(tagged) == sorted(stages), (sorted(tagged), sorted(stages))
     assert all(r.info.status == "FINISHED" for r in runs)
+    (parent,) = [r for r in runs if "dvc.stage" not in r.data.tags]
+    assert {r.data.tags["mlflow.parentRunId"] for r in stage_runs} == {parent.info.run_id}
+    assert all(r.info.artifact_uri.startswith("pose3d:mlartifacts/") for r in runs)
+    by_stage = {r.data.tags["dvc.stage"]: r for r in stage_runs}
+    for stage in ("train_hg3d", "triangulate@algebraic", "triangulate@ransac", "triangulate@probabilistic"):
+        assert "mpjpe_mm" in by_stage[stage].data.metrics, stage
+    for stage in ("train_2d", "lift@martinez", "lift@repnet", "lift@temporal", "train_hg3d"):
+        models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list",
+                                             filter_string=f"source_run_id = '{by_stage[stage].info.run_id}'")
+        assert [m.name for m in models] == ["model"], stage
+    inputs = by_stage["lift@martinez"].inputs.dataset_inputs
+    assert [d.dataset.name for d in inputs] == ["studio"]
 
 
 def test_second_repro_is_a_noop(tiny_repo):
@@ -156,10 +178,14 @@ def test_exp_run_reruns_only_repnet_and_evaluate(tiny_repo):
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     assert ran == ["evaluate", "lift@repnet"], out
     runs = _mlflow_runs(root)
-    assert len(runs) == before + 2
-    new = {r.data.tags["dvc.stage"]: r for r in runs[: len(runs) - before]}
-    assert set(new) == {"lift@repnet", "evaluate"}
-    assert new["lift@repnet"].data.params["repnet.reproj_weight"] == "2.0"
+    assert len(runs) == before + 3  # the two stages and their pipeline run
+    new = runs[: len(runs) - before]
+    stage_runs = {r.data.tags["dvc.stage"]: r for r in _stage_runs(new)}
+    assert set(stage_runs) == {"lift@repnet", "evaluate"}
+    assert stage_runs["lift@repnet"].data.params["repnet.reproj_weight"] == "2.0"
+    (parent,) = [r for r in new if "dvc.stage" not in r.data.tags]
+    assert {r.data.tags["mlflow.parentRunId"] for r in stage_runs.values()} == {parent.info.run_id}
+    assert parent.data.tags["dvc.exp_name"] == stage_runs["evaluate"].data.tags["dvc.exp_name"] != "workspace"
 
 
 def _stage_cmd(root: Path, stage: str, item: str | None = None) -> str:

@@ -92,6 +92,15 @@ def per_action(fs: FrameSet, pose: np.ndarray) -> dict[str, float]:
     return {a: float(err[acts == a].mean() * 1000) for a in sorted(set(fs.action))}
 
 
+def example_input(fs: FrameSet, frames: int = 27) -> torch.Tensor:
+    """The first sequence's first ``frames`` inputs as a lifter takes them, (1, T, J, 2) screen
+    coordinates: the input example of the model logged to MLflow."""
+    rows = fs.starts[0] + np.arange(min(frames, int(fs.lengths[0])))
+    uv = torch.from_numpy(fs.uv[rows]).double()[None]               # (1, T, J, 2)
+    wh = torch.from_numpy(fs.wh[:1]).double()[:, None]               # (1, 1, 2)
+    return to_screen(uv, wh).float()
+
+
 def load_lifter(model_dir, map_location="cpu") -> torch.nn.Module:
     """Rebuild a lifter from ``model_dir/config.json`` + ``model.pt`` (weights only)."""
     model_dir = Path(model_dir)
@@ -166,7 +175,8 @@ def run_lift(model_name: str, p, base, *, mocap, cameras, detections=None, out=N
                    "test_subjects": test_subjects, "per_action_mpjpe_mm": per_action(test, pose)})
     if model_dir is not None:
         save_model(model_dir, setup.lifter.cpu(), {"model": model_name, "model_kwargs": setup.model_kwargs,
-                                                   "params": dataclasses.asdict(p), "fingerprint": fp})
+                                                   "params": dataclasses.asdict(p), "fingerprint": fp},
+                   example=example_input(test), dynamic_axes=(0, 1))  # any batch, any length
     if out is not None:
         extra = {"root_3d": (root, "predicted root (pelvis) trajectory, camera frame, m")} if with_root else None
         write_predictions(out, test.row_keys(), pose, method=model_name, coord_frame="camera",

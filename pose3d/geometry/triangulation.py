@@ -239,12 +239,15 @@ def triangulate_ransac(points: torch.Tensor, P: torch.Tensor, weights: torch.Ten
     6. Left/right swap hypotheses (optional, ``swap_perm``): a 2D detector may exchange a view's
        left and right labels (the mirror-image ambiguity of a limb). Every view then offers two
        observations of joint j: its own ``x[v, j]`` and its mirror's ``x[v, swap_perm[j]]``.
-       Hypotheses are also built from pairs with one view swapped, and scoring, the local refit
-       and the final refit take, per view, the observation with the lower error, a swapped one
-       paying ``swap_penalty * threshold^2`` (MSAC units) so that an unswapped view wins ties and
-       the mirror solution (most views swapped) loses to the true one. This is the per-view swap
-       test of Pose2Sim's triangulation, here inside the consensus instead of an exhaustive
-       search. Joints with ``swap_perm[j] == j`` never swap.
+       Hypotheses are also built from pairs with one view swapped. In scoring, the local refit
+       and the final refit, a view whose own observation is an outlier takes its mirror
+       observation instead when that one is within ``sqrt(1 - swap_penalty) * threshold``; it
+       pays ``swap_penalty * threshold^2`` on top of its error (MSAC units), so that the mirror
+       solution (most views swapped) loses to the true one. An inlier view is never swapped:
+       where a limb's left and right project close together (crossed legs seen from the side)
+       the other label is no better evidence. This is the per-view swap test of Pose2Sim's
+       triangulation, here inside the consensus instead of an exhaustive search. Joints with
+       ``swap_perm[j] == j`` never swap.
 
     Args:
         points: (*, V, J, 2), same conventions as :func:`triangulate_dlt`; NaN = missing.
@@ -302,7 +305,7 @@ def triangulate_ransac(points: torch.Tensor, P: torch.Tensor, weights: torch.Ten
             e2f = ((proj - add(xf, -4)) ** 2).sum(-1)
             okf = add(validf, -3) & front & torch.isfinite(e2f)
             e2f = torch.where(okf, e2f, torch.full_like(e2f, float("inf")))
-            sw = e2f + pen2 < e2  # the mirror observation fits better, penalty included
+            sw = (e2 >= thr2) & (e2f + pen2 < thr2)  # an outlier view whose mirror label fits
             cost_e2 = torch.where(sw, e2f + pen2, e2)
             e2 = torch.where(sw, e2f, e2)
             sv = torch.where(sw, add(sf, -3), sv)

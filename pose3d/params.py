@@ -601,14 +601,14 @@ class Triangulate:
     ransac_max_hypotheses: int = 64   # view pairs tried (all pairs when fewer)
     #: RANSAC inlier threshold = scale x this quantile of the detector's 2D error on the training
     #: subjects (detections vs projected ground truth); 0 = the constant ransac_threshold_px
-    ransac_threshold_quantile: float = 0.0
-    ransac_threshold_scale: float = 2.5
+    ransac_threshold_quantile: float = 0.5
+    ransac_threshold_scale: float = 6.0
     swap_hypotheses: bool = False     # ransac: also try each view's left/right-swapped limb labels
     swap_penalty: float = 0.5         # MSAC cost of a swapped view, in units of threshold^2
     #: detection scores -> DLT weights: as they are ("none") or through a per-joint monotone map of
     #: the 2D error fitted on the training subjects ("isotonic")
-    score_calibration: Literal["none", "isotonic"] = "none"
-    smooth_cutoff_hz: float = 0.0     # > 0: also report smoothed_* metrics (zero-phase Butterworth)
+    score_calibration: Literal["none", "isotonic"] = "isotonic"
+    smooth_cutoff_hz: float = 3.0     # > 0: also report smoothed_* metrics (zero-phase Butterworth)
     smooth_order: int = 2
     prob_reference_camera: str = ""   # "" = each subject's first camera
     prob_window: int = 0              # frames per camera estimate; 0 = all of a subject's frames

@@ -172,7 +172,11 @@ def smooth_sequences(pred: torch.Tensor, subjects: list[str], actions: list[str]
     start = 0
     for i in range(1, len(keys) + 1):
         if i == len(keys) or keys[i] != keys[start]:
-            X[start:i] = butterworth_filtfilt(X[start:i], fps[keys[start]], cutoff_hz, order)
+            f = fps[keys[start]]
+            if cutoff_hz >= f / 2:
+                raise DataError(f"triangulate.smooth_cutoff_hz = {cutoff_hz}: at or above the Nyquist frequency "
+                                f"of {keys[start][0]}/{keys[start][1]} ({f} fps -> {f / 2} Hz); lower it or set 0")
+            X[start:i] = butterworth_filtfilt(X[start:i], f, cutoff_hz, order)
             start = i
     return torch.as_tensor(X)
 
@@ -248,7 +252,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
         if p.score_calibration == "isotonic":
             calib = fit_score_calibration(de.scores, de.errors)
     elif p.score_calibration != "none" or p.ransac_threshold_quantile > 0:
-        log.warning("triangulate.score_calibration / ransac_threshold_quantile need input: detections "
+        log.info("triangulate.score_calibration / ransac_threshold_quantile need input: detections "
                     "(a detector to measure); %s uses the raw scores and ransac_threshold_px", method)
     if method == "ransac":
         extra["ransac_threshold_px"] = thr_px

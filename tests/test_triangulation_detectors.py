@@ -164,3 +164,39 @@ def test_butterworth_keeps_constant_velocity_and_reduces_noise():
     assert np.isfinite(Z2[:, 0, 1]).sum() == T - 1
     with pytest.raises(ValueError, match="Nyquist"):
         butterworth_filtfilt(X, fps, cutoff_hz=5.0)
+
+
+def test_stage_reports_threshold_spearman_swaps_and_smoothed_row(tmp_path):
+    import json
+
+    from pose3d.params import Triangulate
+    from pose3d.tasks.triangulate import run
+
+    mocap, cams, det = _tiny_studio(tmp_path)
+    p = Triangulate(swap_hypotheses=True, smooth_cutoff_hz=3.0, ransac_threshold_quantile=0.5,
+                    ransac_threshold_scale=4.0, score_calibration="isotonic", stature_m=1.7)
+    m = run("ransac", mocap, cams, det, str(tmp_path / "p.parquet"), str(tmp_path / "m.json"),
+            str(tmp_path / "t.json"), p, torch.device("cpu"))
+    expect = ransac_threshold(train_detector_errors(mocap, cams, det, p.score_threshold).errors, 0.5, 4.0)
+    assert m["ransac_threshold_px"] == pytest.approx(expect)
+    assert {"swap_rescued_joints", "swap_rescued_views", "smoothed_mpjpe_mm", "score_spearman_mean",
+            f"score_spearman_{JOINT_NAMES[0]}"} <= set(m)
+    assert m["swap_rescued_joints"] == 0  # no swaps in these detections
+    # (the fixture's frames are independent random poses, so the smoothed row is only present)
+    assert m["n_frames"] == 40 and m["mpjpe_mm"] < 30 and np.isfinite(m["smoothed_mpjpe_mm"])
+    assert json.loads((tmp_path / "m.json").read_text())["ransac_threshold_px"] == pytest.approx(expect, abs=1e-4)
+    with pytest.raises(Exception, match="smooth_cutoff_hz"):
+        run("algebraic", mocap, cams, det, str(tmp_path / "q.parquet"), str(tmp_path / "n.json"),
+            str(tmp_path / "u.json"), Triangulate(smooth_cutoff_hz=5.0, stature_m=1.7), torch.device("cpu"))
+
+
+def test_smooth_sequences_filters_each_sequence_on_its_own():
+    from pose3d.tasks.triangulate import smooth_sequences
+
+    t = torch.arange(30, dtype=torch.float64)[:, None, None] / 10.0
+    a = torch.zeros(30, 2, 3, dtype=torch.float64) + t * 0.4  # constant velocity
+    b = torch.ones(30, 2, 3, dtype=torch.float64) * 2.0 - t * 0.7  # another, with a jump at the seam
+    pred = torch.cat([a, b])
+    out = smooth_sequences(pred, ["S9"] * 60, ["Walking"] * 30 + ["Sitting"] * 30,
+                           {("S9", "Walking"): 10.0, ("S9", "Sitting"): 10.0}, 3.0, 2)
+    assert (out - pred).abs().max() < 1e-12  # filtered across the seam it would ring there

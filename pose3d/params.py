@@ -602,7 +602,7 @@ class Triangulate:
     #: RANSAC inlier threshold = scale x this quantile of the detector's 2D error on the training
     #: subjects (detections vs projected ground truth); 0 = the constant ransac_threshold_px
     ransac_threshold_quantile: float = 0.5
-    ransac_threshold_scale: float = 6.0
+    ransac_threshold_scale: float = 8.0
     swap_hypotheses: bool = False     # ransac: also try each view's left/right-swapped limb labels
     swap_penalty: float = 0.5         # MSAC cost of a swapped view, in units of threshold^2
     #: detection scores -> DLT weights: as they are ("none") or through a per-joint monotone map of

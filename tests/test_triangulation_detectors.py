@@ -74,6 +74,8 @@ def test_swap_perm_errors():
     uv = observe(X, cams)
     with pytest.raises(ValueError, match="involution"):
         triangulate_ransac(uv, P_of(cams), threshold=2.0, swap_perm=[1] * J)
+    with pytest.raises(ValueError, match="involution"):
+        triangulate_ransac(uv, P_of(cams), threshold=2.0, swap_perm=[J] * J)
     with pytest.raises(ValueError, match="swap_penalty"):
         triangulate_ransac(uv, P_of(cams), threshold=2.0, swap_perm=FLIP_PERM, swap_penalty=1.0)
     with pytest.raises(ValueError, match="method='ransac'"):

@@ -282,7 +282,8 @@ def triangulate_ransac(points: torch.Tensor, P: torch.Tensor, weights: torch.Ten
     swap = swap_perm is not None
     if swap:
         perm = torch.as_tensor(swap_perm, dtype=torch.long, device=points.device)
-        if perm.shape != (J,) or not bool((perm[perm] == torch.arange(J, device=perm.device)).all()):
+        if (perm.shape != (J,) or not bool(((perm >= 0) & (perm < J)).all())
+                or not bool((perm[perm] == torch.arange(J, device=perm.device)).all())):
             raise ValueError(f"swap_perm: expected an involution of the {J} joints (perm[perm[j]] == j), "
                              f"got {perm.tolist()}")
         if not 0 <= swap_penalty < 1:

@@ -605,6 +605,17 @@ class Triangulate:
     ransac_threshold_px: float = 15.0
     ransac_min_inliers: int = 2
     ransac_max_hypotheses: int = 64   # view pairs tried (all pairs when fewer)
+    #: RANSAC inlier threshold = scale x this quantile of the detector's 2D error on the training
+    #: subjects (detections vs projected ground truth); 0 = the constant ransac_threshold_px
+    ransac_threshold_quantile: float = 0.5
+    ransac_threshold_scale: float = 8.0
+    swap_hypotheses: bool = False     # ransac: also try each view's left/right-swapped limb labels
+    swap_penalty: float = 0.5         # MSAC cost of a swapped view, in units of threshold^2
+    #: detection scores -> DLT weights: as they are ("none") or through a per-joint monotone map of
+    #: the 2D error fitted on the training subjects ("isotonic")
+    score_calibration: Literal["none", "isotonic"] = "isotonic"
+    smooth_cutoff_hz: float = 3.0     # > 0: also report smoothed_* metrics (zero-phase Butterworth)
+    smooth_order: int = 2
     prob_reference_camera: str = ""   # "" = each subject's first camera
     prob_window: int = 0              # frames per camera estimate; 0 = all of a subject's frames
     prob_samples: int = 48            # Monte Carlo samples per camera per iteration
@@ -623,6 +634,12 @@ class Triangulate:
         require(self.ransac_threshold_px > 0, f"{p}.ransac_threshold_px", self.ransac_threshold_px, "must be > 0")
         require(self.ransac_min_inliers >= 2, f"{p}.ransac_min_inliers", self.ransac_min_inliers, "must be >= 2")
         require(self.ransac_max_hypotheses >= 1, f"{p}.ransac_max_hypotheses", self.ransac_max_hypotheses, "must be >= 1")
+        require(0 <= self.ransac_threshold_quantile < 1, f"{p}.ransac_threshold_quantile",
+                self.ransac_threshold_quantile, "must be in [0, 1) (0 = constant ransac_threshold_px)")
+        require(self.ransac_threshold_scale > 0, f"{p}.ransac_threshold_scale", self.ransac_threshold_scale, "must be > 0")
+        require(0 <= self.swap_penalty < 1, f"{p}.swap_penalty", self.swap_penalty, "must be in [0, 1)")
+        require(self.smooth_cutoff_hz >= 0, f"{p}.smooth_cutoff_hz", self.smooth_cutoff_hz, "must be >= 0 (0 = off)")
+        require(self.smooth_order >= 1, f"{p}.smooth_order", self.smooth_order, "must be >= 1")
         require(self.prob_window >= 0, f"{p}.prob_window", self.prob_window, "must be >= 0 (0 = all frames)")
         require(self.prob_samples >= 4, f"{p}.prob_samples", self.prob_samples, "must be >= 4")
         require(self.prob_iters >= 1, f"{p}.prob_iters", self.prob_iters, "must be >= 1")

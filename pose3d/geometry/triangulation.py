@@ -207,8 +207,9 @@ def view_pairs(V: int, max_pairs: int | None = None, generator: torch.Generator 
 def triangulate_ransac(points: torch.Tensor, P: torch.Tensor, weights: torch.Tensor | None = None,
                        threshold: float | torch.Tensor = 1e-2, min_inliers: int = 2,
                        max_hypotheses: int = 64, refits: int = 1, ambiguity: float = 0.25,
-                       pair_threshold: float | None = None, generator: torch.Generator | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+                       pair_threshold: float | None = None, generator: torch.Generator | None = None,
+                       swap_perm: Sequence[int] | torch.Tensor | None = None, swap_penalty: float = 0.5
+                       ) -> tuple[torch.Tensor, ...]:
     """RANSAC over views (H&Z 4.7.1) with vectorised hypotheses, MSAC scoring and local refits.
 
     1. Hypotheses: every pair of views (or ``max_hypotheses`` random pairs, the same for every
@@ -235,6 +236,19 @@ def triangulate_ransac(points: torch.Tensor, P: torch.Tensor, weights: torch.Ten
        20 % random outlier views) 0.25 x 12 px cuts the wrong (> 50 mm) joints ~3x for ~2 % more
        NaN. None (default) disables it.
 
+    6. Left/right swap hypotheses (optional, ``swap_perm``): a 2D detector may exchange a view's
+       left and right labels (the mirror-image ambiguity of a limb). Every view then offers two
+       observations of joint j: its own ``x[v, j]`` and its mirror's ``x[v, swap_perm[j]]``.
+       Hypotheses are also built from pairs with one view swapped. In scoring, the local refit
+       and the final refit, a view whose own observation is an outlier takes its mirror
+       observation instead when that one is within ``sqrt(1 - swap_penalty) * threshold``; it
+       pays ``swap_penalty * threshold^2`` on top of its error (MSAC units), so that the mirror
+       solution (most views swapped) loses to the true one. An inlier view is never swapped:
+       where a limb's left and right project close together (crossed legs seen from the side)
+       the other label is no better evidence. This is the per-view swap test of Pose2Sim's
+       triangulation, here inside the consensus instead of an exhaustive search. Joints with
+       ``swap_perm[j] == j`` never swap.
+
     Args:
         points: (*, V, J, 2), same conventions as :func:`triangulate_dlt`; NaN = missing.
         P: (V, 3, 4) projection matrices (shared by the batch).
@@ -243,13 +257,19 @@ def triangulate_ransac(points: torch.Tensor, P: torch.Tensor, weights: torch.Ten
             e.g. ``px / focal`` for normalised coordinates).
         min_inliers: joints whose best hypothesis has fewer inliers come back as NaN.
         refits: extra inlier re-evaluations of the winner after the local optimisation.
+        swap_perm: (J,) involution mapping each joint to its mirror (e.g.
+            :data:`pose3d.skeleton.FLIP_PERM`); None = no swap hypotheses.
+        swap_penalty: the MSAC cost of taking a view's mirror observation, in units of
+            ``threshold^2`` (in [0, 1): at 1 a swapped view never beats an outlier).
 
     Returns:
-        X (*, J, 3) and the inlier mask (*, V, J) bool (all False where X is NaN).
+        X (*, J, 3) and the inlier mask (*, V, J) bool (all False where X is NaN); with
+        ``swap_perm`` also ``swapped`` (*, V, J) bool: the inlier views whose mirror observation
+        ``points[..., v, swap_perm[j], :]`` was used for joint j.
     """
     check_shape(points, "* V J 2", "points")
     check_shape(P, "V 3 4", "P")
-    V = points.shape[-3]
+    V, J = points.shape[-3], points.shape[-2]
     x, w = _usable(points, weights)
     valid = w > 0  # (*, V, J)
     wr = w if weights is not None else valid.to(points.dtype)
@@ -259,53 +279,107 @@ def triangulate_ransac(points: torch.Tensor, P: torch.Tensor, weights: torch.Ten
     thr = thr.reshape(-1, 1) if thr.ndim == 1 else thr  # (V, 1) or scalar
     thr2 = thr ** 2
     mean_thr2 = thr2.mean()
+    swap = swap_perm is not None
+    if swap:
+        perm = torch.as_tensor(swap_perm, dtype=torch.long, device=points.device)
+        if (perm.shape != (J,) or not bool(((perm >= 0) & (perm < J)).all())
+                or not bool((perm[perm] == torch.arange(J, device=perm.device)).all())):
+            raise ValueError(f"swap_perm: expected an involution of the {J} joints (perm[perm[j]] == j), "
+                             f"got {perm.tolist()}")
+        if not 0 <= swap_penalty < 1:
+            raise ValueError(f"swap_penalty = {swap_penalty}: must be in [0, 1) (units of threshold^2)")
+        sided = perm != torch.arange(J, device=perm.device)  # (J,)
+        xf, validf, sf, wrf = x[..., perm, :], valid[..., perm] & sided, s[..., perm], wr[..., perm]
+        pen2 = swap_penalty * thr2
 
-    def score(X: torch.Tensor, hyp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        # X (*, [H,] J, 3) -> inlier mask (*, [H,] V, J) and MSAC cost (*, [H,] J) (inf if X NaN)
+    def score(X: torch.Tensor, hyp: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        # X (*, [H,] J, 3) -> inlier mask (*, [H,] V, J), MSAC cost (*, [H,] J) (inf if X NaN) and
+        # the views whose mirror observation is used (*, [H,] V, J) (None without swaps)
         proj, depth = _project_P(X, P)
-        obs, ok, sv = (x.unsqueeze(-4), valid.unsqueeze(-3), s.unsqueeze(-3)) if hyp else (x, valid, s)
-        e2 = ((proj - obs) ** 2).sum(-1)
-        ok = ok & (depth > 0) & torch.isfinite(e2)
+        add = (lambda t, d: t.unsqueeze(d)) if hyp else (lambda t, d: t)
+        e2 = ((proj - add(x, -4)) ** 2).sum(-1)
+        front = depth > 0
+        ok = add(valid, -3) & front & torch.isfinite(e2)
         e2 = torch.where(ok, e2, torch.full_like(e2, float("inf")))
+        sv, sw = add(s, -3), None
+        if swap:
+            e2f = ((proj - add(xf, -4)) ** 2).sum(-1)
+            okf = add(validf, -3) & front & torch.isfinite(e2f)
+            e2f = torch.where(okf, e2f, torch.full_like(e2f, float("inf")))
+            sw = (e2 >= thr2) & (e2f + pen2 < thr2)  # an outlier view whose mirror label fits
+            cost_e2 = torch.where(sw, e2f + pen2, e2)
+            e2 = torch.where(sw, e2f, e2)
+            sv = torch.where(sw, add(sf, -3), sv)
+        else:
+            cost_e2 = e2
         inl = e2 < thr2
-        cost = (sv * torch.minimum(e2, thr2.expand_as(e2))).sum(-2)
+        cost = (sv * torch.minimum(cost_e2, thr2.expand_as(e2))).sum(-2)
         cost = torch.where(torch.isfinite(X).all(-1), cost, torch.full_like(cost, float("inf")))
-        return inl, cost
+        return inl, cost, sw
+
+    def chosen(sw: torch.Tensor | None, hyp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        # observations and refit weights with each view's swap decision applied
+        if sw is None:
+            return (x.unsqueeze(-4), wr.unsqueeze(-3)) if hyp else (x, wr)
+        add = (lambda t, d: t.unsqueeze(d)) if hyp else (lambda t, d: t)
+        return (torch.where(sw.unsqueeze(-1), add(xf, -4), add(x, -4)),
+                torch.where(sw, add(wrf, -3), add(wr, -3)))
 
     pairs = view_pairs(V, max_hypotheses, generator).to(points.device)  # (H, 2)
-    Xh = triangulate_dlt(x[..., pairs, :, :], P[pairs], valid[..., pairs, :].to(points.dtype))  # (*, H, J, 3)
-    inl, _ = score(Xh, hyp=True)  # (*, H, V, J)
+    if swap:  # each pair unswapped, and with either of its views swapped
+        flags = torch.tensor([[0, 0], [1, 0], [0, 1]], dtype=torch.long, device=points.device)
+        flags = flags.repeat(len(pairs), 1)  # (3H, 2)
+        pairs = pairs.repeat_interleave(3, 0)
+        xx = torch.stack([x, xf], -4)  # (*, 2, V, J, 2)
+        vv = torch.stack([valid, validf], -3)  # (*, 2, V, J)
+        Xh = triangulate_dlt(xx[..., flags, pairs, :, :], P[pairs], vv[..., flags, pairs, :].to(points.dtype))
+    else:
+        Xh = triangulate_dlt(x[..., pairs, :, :], P[pairs], valid[..., pairs, :].to(points.dtype))  # (*, H, J, 3)
+    inl, _, sw = score(Xh, hyp=True)  # (*, H, V, J)
     # local optimisation of every hypothesis at once: refit on its inliers, re-score
-    Xh = triangulate_dlt(x.unsqueeze(-4), P, wr.unsqueeze(-3) * inl, min_views=2)
-    inl, cost = score(Xh, hyp=True)
+    xc, wc = chosen(sw, hyp=True)
+    Xh = triangulate_dlt(xc, P, wc * inl, min_views=2)
+    inl, cost, sw = score(Xh, hyp=True)
     n_h = inl.sum(-2)  # (*, H, J)
     cost = torch.where(n_h >= min_inliers, cost, torch.full_like(cost, float("inf")))
     best = cost.argmin(dim=-2, keepdim=True)  # (*, 1, J)
-    inliers = inl.gather(-3, best.unsqueeze(-2).expand(*inl.shape[:-3], 1, V, inl.shape[-1])).squeeze(-3)
+    idx_v = best.unsqueeze(-2).expand(*inl.shape[:-3], 1, V, inl.shape[-1])
+    inliers = inl.gather(-3, idx_v).squeeze(-3)
+    swapped = sw.gather(-3, idx_v).squeeze(-3) if swap else None
     X = Xh.gather(-3, best.unsqueeze(-1).expand(*Xh.shape[:-3], 1, Xh.shape[-2], 3)).squeeze(-3)
     best_cost = cost.gather(-2, best).squeeze(-2)  # (*, J)
     ok = torch.isfinite(best_cost)
     if ambiguity > 0:
-        # a rival shares fewer than 2 inlier views with the winner: a different 3D point
-        rival = ((inl & inliers.unsqueeze(-3)).sum(-2) < 2) & (n_h >= min_inliers)  # (*, H, J)
+        # a rival shares fewer than 2 inlier observations (view and swap) with the winner:
+        # a different 3D point
+        shared = inl & inliers.unsqueeze(-3)
+        if swap:
+            shared = shared & (sw == swapped.unsqueeze(-3))
+        rival = (shared.sum(-2) < 2) & (n_h >= min_inliers)  # (*, H, J)
         close = cost <= best_cost.unsqueeze(-2) + ambiguity * mean_thr2
         ok = ok & ~(rival & close).any(-2)
+    xc, wc = chosen(swapped, hyp=False)
     for _ in range(refits):
-        inl2, _ = score(X, hyp=False)
+        inl2, _, sw2 = score(X, hyp=False)
         # keep the old set where the refit lost support (a refit never drops below min_inliers)
         keep = inl2.sum(-2, keepdim=True) >= inliers.sum(-2, keepdim=True)
         inliers = torch.where(keep, inl2, inliers)
-        X = triangulate_dlt(x, P, wr * inliers)
+        if swap:
+            swapped = torch.where(keep, sw2, swapped)
+        xc, wc = chosen(swapped, hyp=False)
+        X = triangulate_dlt(xc, P, wc * inliers)
     ok = ok & (inliers.sum(-2) >= min_inliers) & torch.isfinite(X).all(-1)
     if pair_threshold is not None and V > 2:
         # a consensus of only two views is weak evidence: their residuals must stay below
         # pair_threshold * threshold (chance-consistent outlier pairs pass in proportion to it)
         proj, _ = _project_P(X, P)
-        e2 = ((proj - x) ** 2).sum(-1)
+        e2 = ((proj - xc) ** 2).sum(-1)
         e2max = torch.where(inliers, e2, torch.zeros_like(e2)).amax(-2)  # (*, J)
         two = inliers.sum(-2) == 2
         ok = ok & ~(two & (e2max > (pair_threshold ** 2) * (thr2.amax() if thr2.ndim else thr2)))
     X = torch.where(ok.unsqueeze(-1), X, torch.full_like(X, float("nan")))
+    if swap:
+        return X, inliers & ok.unsqueeze(-2), swapped & inliers & ok.unsqueeze(-2)
     return X, inliers & ok.unsqueeze(-2)
 
 
@@ -743,11 +817,14 @@ class Triangulation:
     reprojection_error_px: (*, J) mean distorted-pixel error over the views used.
     used: (*, V, J) bool, the views each joint was solved from (valid, above the score
         threshold, and RANSAC inliers).
+    swapped: (*, V, J) bool, the used views whose mirror joint's detection was taken (RANSAC
+        with ``swap_perm``), else None.
     """
 
     points_3d: torch.Tensor
     reprojection_error_px: torch.Tensor
     used: torch.Tensor
+    swapped: torch.Tensor | None = None
 
 
 def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | Sequence[Camera],
@@ -756,6 +833,7 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
                 refine_iters: int = 10, ransac_threshold_px: float = 10.0,
                 ransac_min_inliers: int = 2, ransac_max_hypotheses: int = 64,
                 ransac_ambiguity: float = 0.25, ransac_pair_threshold: float | None = None,
+                swap_perm: Sequence[int] | None = None, swap_penalty: float = 0.5,
                 chunk_points: int = 200_000, seed: int = 0, compiled: bool = False) -> Triangulation:
     """Distorted 2D detections (*, V, J, 2) pixels + calibrated cameras -> 3D (*, J, 3) metres.
 
@@ -765,7 +843,8 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
     local refits and weighted MSAC scoring; joints whose views hold two competing consensus sets
     within ``ransac_ambiguity * threshold^2`` come back NaN, and with ``ransac_pair_threshold``
     so do two-view consensus sets whose residuals exceed that fraction of the threshold, see
-    :func:`triangulate_ransac`);
+    :func:`triangulate_ransac`; with ``swap_perm`` each view may also offer its mirror joint's
+    detection, a left/right swap hypothesis, see step 6 there);
     optionally ``refine`` by Levenberg-Marquardt on the distorted reprojection
     error (H&Z 12.3); report each joint's mean reprojection error over the views it used.
 
@@ -793,6 +872,8 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
         scores = scores.to(points_px)
     if method not in ("dlt", "ransac"):
         raise ValueError(f"method = {method!r}: expected 'dlt' or 'ransac'")
+    if swap_perm is not None and method != "ransac":
+        raise ValueError(f"swap_perm: left/right swap hypotheses need method='ransac', got {method!r}")
 
     def no_views():
         keep = torch.isfinite(points_px).all(-1)
@@ -838,21 +919,35 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
         Fm = torch.diag_embed(torch.stack([f, f, torch.ones_like(f)], dim=-1))  # (V, 3, 3)
         P = Fm @ torch.cat([cams["R"], cams["t"].unsqueeze(-1)], dim=-1)  # (V, 3, 4)
         gen = torch.Generator().manual_seed(seed)
-        n_per = max(1, chunk_points // (J * max(1, ransac_max_hypotheses)))
-        Xs, useds = [], []
+        n_per = max(1, chunk_points // (J * max(1, ransac_max_hypotheses) * (3 if swap_perm is not None else 1)))
+        if swap_perm is not None:
+            perm = torch.as_tensor(swap_perm, dtype=torch.long, device=pts.device)
+        Xs, useds, swaps = [], [], []
         for s in range(0, N, n_per):  # chunks bound memory, each chunk is one batched solve
             sl = slice(s, s + n_per)
-            X, used = triangulate_ransac(norm_f[sl], P, w[sl], threshold=ransac_threshold_px,
-                                         min_inliers=ransac_min_inliers,
-                                         max_hypotheses=ransac_max_hypotheses,
-                                         ambiguity=ransac_ambiguity, pair_threshold=ransac_pair_threshold,
-                                         generator=gen)
-            used = used & (w[sl] > 0)
+            out = triangulate_ransac(norm_f[sl], P, w[sl], threshold=ransac_threshold_px,
+                                     min_inliers=ransac_min_inliers,
+                                     max_hypotheses=ransac_max_hypotheses,
+                                     ambiguity=ransac_ambiguity, pair_threshold=ransac_pair_threshold,
+                                     generator=gen, swap_perm=swap_perm, swap_penalty=swap_penalty)
+            X, used = out[0], out[1]
+            ptc, wc = pts[sl], w[sl]
+            if swap_perm is not None:  # the observations each view was solved from
+                sw = out[2]
+                ptc = torch.where(sw.unsqueeze(-1), ptc[..., perm, :], ptc)
+                wc = torch.where(sw, wc[..., perm], wc)
+                used = used & (wc > 0)
+                swaps.append(sw & used)
+            else:
+                used = used & (wc > 0)
             if refine:
-                X = refine_reprojection(X, pts[sl], cams, w[sl] * used, refine_iters, compiled=compiled)
+                X = refine_reprojection(X, ptc, cams, wc * used, refine_iters, compiled=compiled)
             Xs.append(X)
             useds.append(used)
         X, used = torch.cat(Xs), torch.cat(useds)
+        if swap_perm is not None:
+            swapped = torch.cat(swaps)
+            pts = torch.where(swapped.unsqueeze(-1), pts[..., perm, :], pts)
     err = reprojection_errors(X, pts, cams)
     X = X.reshape(*lead, J, 3)
     used = used.reshape(*lead, V, J)
@@ -861,4 +956,7 @@ def triangulate(points_px: torch.Tensor, cameras: Mapping[str, torch.Tensor] | S
     n = used.sum(-2)
     rep = torch.where(n > 0, err.sum(-2) / n.clamp_min(1), torch.full_like(err[..., 0, :], float("nan")))
     rep = torch.where(torch.isfinite(X).all(-1), rep, torch.full_like(rep, float("nan")))
+    if swap_perm is not None:
+        return Triangulation(points_3d=X, reprojection_error_px=rep, used=used,
+                             swapped=swapped.reshape(*lead, V, J))
     return Triangulation(points_3d=X, reprojection_error_px=rep, used=used)

@@ -9,7 +9,16 @@ action, frame) into ``(T, V, J, 2)`` arrays, in the camera order of cameras.json
 Methods: ``algebraic`` (confidence-weighted DLT, H&Z 12.2), ``ransac`` (RANSAC over views +
 refit), both calibrated and in world coordinates; ``probabilistic`` (no extrinsics: Jiang et al.
 2023, :mod:`pose3d.geometry.probabilistic`), in the reference camera's coordinates, one camera
-estimate per subject window. Writes ``data/predictions/triangulate_<method>.parquet`` (subject,
+estimate per subject window.
+
+Detector-error model, from the *training* subjects only (``input: detections``, :func:`train_detector_errors`):
+the detections' 2D error against the projected ground truth gives the Spearman correlation of
+score vs error per joint (metrics ``score_spearman_<joint>``), the RANSAC inlier threshold
+(``ransac_threshold_quantile`` x ``ransac_threshold_scale``) and, with ``score_calibration:
+isotonic``, a monotone score -> weight map (:mod:`pose3d.confidence`). ``swap_hypotheses`` lets
+RANSAC take a view's left/right-swapped limb detections (``swap_rescued_*`` metrics), and
+``smooth_cutoff_hz`` adds ``smoothed_*`` metrics from a zero-phase Butterworth low-pass of each
+sequence (:mod:`pose3d.smoothing`; the predictions stay unsmoothed). Writes ``data/predictions/triangulate_<method>.parquet`` (subject,
 action, camera = "", frame, joints_3d J*3 metres) and a metrics JSON.
 """
 
@@ -22,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pose3d.confidence import ScoreCalibration, fit_score_calibration, score_error_spearman
 from pose3d.data.contracts import read_detections, write_predictions
 from pose3d.data.io import DataError, load_cameras, read_mocap, write_metrics
 from pose3d.geometry.camera import project, stack_cameras
@@ -30,7 +40,8 @@ from pose3d.geometry.probabilistic import probabilistic_triangulate, stature
 from pose3d.geometry.rotations import rotation_angle_deg
 from pose3d.geometry.triangulation import triangulate
 from pose3d.metrics import joint_errors
-from pose3d.skeleton import JOINT_NAMES
+from pose3d.skeleton import FLIP_PERM, JOINT_NAMES
+from pose3d.smoothing import butterworth_filtfilt
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +54,8 @@ class SubjectViews:
     """All frames of one subject's sequences, grouped by view.
 
     points_px (T, V, J, 2) float64 (NaN = missing), scores (T, V, J) or None, gt (T, J, 3) metres,
-    keys: T (action, frame) pairs, cameras: dict of (V, ...) tensors, camera_names (V,).
+    keys: T (action, frame) pairs, cameras: dict of (V, ...) tensors, camera_names (V,),
+    fps: frame rate per action.
     """
     subject: str
     points_px: torch.Tensor
@@ -53,6 +65,7 @@ class SubjectViews:
     frames: np.ndarray
     cameras: dict[str, torch.Tensor]
     camera_names: list[str]
+    fps: dict[str, float]
 
 
 def load_views(mocap: str, cameras: str, detections: str | None, source: str, noise_px: float,
@@ -108,8 +121,64 @@ def load_views(mocap: str, cameras: str, detections: str | None, source: str, no
             uv_np[rows, ci] = det["kp"][m][ok]
             sc_np[rows, ci] = det["sc"][m][ok]
             uv, scores = torch.as_tensor(uv_np), torch.as_tensor(sc_np)
-        out.append(SubjectViews(subject, uv, scores, gt, actions, frames, cams, names))
+        out.append(SubjectViews(subject, uv, scores, gt, actions, frames, cams, names,
+                                {s.action: float(s.fps) for s in sub}))
     return out
+
+
+@dataclass
+class DetectorErrors:
+    """The detector's 2D error on the training subjects, one row per (frame, view).
+
+    errors (N, J) px: distance between the detection and the ground truth projected with the
+    camera's full model; scores (N, J); both NaN where the detection is missing or below the
+    score threshold.
+    """
+    errors: np.ndarray
+    scores: np.ndarray
+
+
+def train_detector_errors(mocap: str, cameras: str, detections: str, score_threshold: float) -> DetectorErrors:
+    """:class:`DetectorErrors` of ``detections`` on the ``train`` split of ``mocap``: never a test
+    subject, so thresholds and calibrations fitted on it do not see the test detections."""
+    errs, scs = [], []
+    for sv in load_views(mocap, cameras, detections, "detections", 0.0, "train"):
+        c = sv.cameras
+        proj = project(sv.gt.unsqueeze(-3), c["K"], c["dist"], c["R"], c["t"])  # (T, V, J, 2)
+        e = (proj - sv.points_px).norm(dim=-1)
+        keep = torch.isfinite(e) & torch.isfinite(sv.scores) & (sv.scores >= score_threshold)
+        nan = torch.full_like(e, float("nan"))
+        errs.append(torch.where(keep, e, nan).reshape(-1, J).numpy())
+        scs.append(torch.where(keep, sv.scores, nan).reshape(-1, J).numpy())
+    out = DetectorErrors(np.concatenate(errs), np.concatenate(scs))
+    if not np.isfinite(out.errors).any():
+        raise DataError(f"{detections}: no training-subject detection with score >= {score_threshold} "
+                        "to measure the detector's error on")
+    return out
+
+
+def ransac_threshold(errors: np.ndarray, quantile: float, scale: float) -> float:
+    """The RANSAC inlier threshold (px): ``scale`` x the ``quantile`` of the finite errors."""
+    e = errors[np.isfinite(errors)]
+    return float(scale * np.quantile(e, quantile))
+
+
+def smooth_sequences(pred: torch.Tensor, subjects: list[str], actions: list[str], fps: dict[tuple[str, str], float],
+                     cutoff_hz: float, order: int) -> torch.Tensor:
+    """pred (N, J, 3), the rows of each (subject, action) consecutive in frame order -> the same
+    with every sequence low-passed by :func:`pose3d.smoothing.butterworth_filtfilt`."""
+    X = pred.numpy().copy()
+    keys = list(zip(subjects, actions))
+    start = 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            f = fps[keys[start]]
+            if cutoff_hz >= f / 2:
+                raise DataError(f"triangulate.smooth_cutoff_hz = {cutoff_hz}: at or above the Nyquist frequency "
+                                f"of {keys[start][0]}/{keys[start][1]} ({f} fps -> {f / 2} Hz); lower it or set 0")
+            X[start:i] = butterworth_filtfilt(X[start:i], f, cutoff_hz, order)
+            start = i
+    return torch.as_tensor(X)
 
 
 def prior_stature(mocap: str) -> float:
@@ -169,17 +238,46 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
     stature_m = p.stature_m if p.stature_m > 0 else prior_stature(mocap)
     n_points = 0
     t_solve = 0.0
+    extra: dict[str, float] = {}
+    thr_px = p.ransac_threshold_px
+    calib: ScoreCalibration | None = None
+    if method in ("algebraic", "ransac") and p.input == "detections":
+        de = train_detector_errors(mocap, cameras, detections, p.score_threshold)
+        rho = score_error_spearman(de.scores, de.errors)
+        extra.update({f"score_spearman_{n}": float(r) for n, r in zip(JOINT_NAMES, rho)})
+        extra["score_spearman_mean"] = float(np.nanmean(rho))
+        extra["train_error_median_px"] = float(np.nanmedian(de.errors))
+        if p.ransac_threshold_quantile > 0:
+            thr_px = ransac_threshold(de.errors, p.ransac_threshold_quantile, p.ransac_threshold_scale)
+        if p.score_calibration == "isotonic":
+            calib = fit_score_calibration(de.scores, de.errors)
+    elif p.score_calibration != "none" or p.ransac_threshold_quantile > 0:
+        log.info("triangulate.score_calibration / ransac_threshold_quantile need input: detections "
+                    "(a detector to measure); %s uses the raw scores and ransac_threshold_px", method)
+    if method == "ransac":
+        extra["ransac_threshold_px"] = thr_px
+    n_swapped_joints = n_swapped_views = 0
     for sv in subjects:
         uv = sv.points_px.to(device)
         sc = sv.scores.to(device) if sv.scores is not None else None
         cams = {k: v.to(device) for k, v in sv.cameras.items()}
         ts = time.perf_counter()
         if method in ("algebraic", "ransac"):
+            thr = p.score_threshold
+            if calib is not None and sc is not None:  # calibrated weights; the threshold stays on raw scores
+                raw = sc.cpu().numpy()
+                w = np.where(raw >= p.score_threshold, calib.weights(raw), np.nan)
+                sc, thr = torch.as_tensor(w, dtype=uv.dtype, device=device), 0.0
+            swaps = method == "ransac" and p.swap_hypotheses
             res = triangulate(uv, cams, sc, method="dlt" if method == "algebraic" else "ransac",
-                              score_threshold=p.score_threshold, weighted=p.weighted, refine=p.refine,
-                              refine_iters=p.refine_iters, ransac_threshold_px=p.ransac_threshold_px,
+                              score_threshold=thr, weighted=p.weighted, refine=p.refine,
+                              refine_iters=p.refine_iters, ransac_threshold_px=thr_px,
                               ransac_min_inliers=p.ransac_min_inliers,
-                              ransac_max_hypotheses=p.ransac_max_hypotheses, seed=seed)
+                              ransac_max_hypotheses=p.ransac_max_hypotheses,
+                              swap_perm=FLIP_PERM if swaps else None, swap_penalty=p.swap_penalty, seed=seed)
+            if res.swapped is not None:
+                n_swapped_joints += int(res.swapped.any(-2).sum())
+                n_swapped_views += int(res.swapped.sum())
             X = res.points_3d.cpu()
             reproj.append(res.reprojection_error_px.cpu().flatten())
             gt = sv.gt
@@ -233,6 +331,15 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
         cols["frame"] += sv.frames.tolist()
     pred, gt = torch.cat(preds), torch.cat(gts)
     metrics = _pose_metrics(pred, gt)
+    if p.smooth_cutoff_hz > 0:
+        fps = {(sv.subject, a): f for sv in subjects for a, f in sv.fps.items()}
+        smoothed = smooth_sequences(pred, cols["subject"], cols["action"], fps, p.smooth_cutoff_hz, p.smooth_order)
+        sm = _pose_metrics(smoothed, gt)
+        metrics.update({f"smoothed_{k}": sm[k] for k in ("mpjpe_mm", "abs_mpjpe_mm", "pa_mpjpe_mm")})
+    if method == "ransac" and p.swap_hypotheses:
+        metrics.update({"swap_rescued_joints": n_swapped_joints, "swap_rescued_views": n_swapped_views,
+                        "swap_rescued_joint_frac": n_swapped_joints / max(pred.shape[0] * pred.shape[1], 1)})
+    metrics.update(extra)
     metrics.update({"n_frames": int(pred.shape[0]), "joints_per_s": n_points / max(t_solve, 1e-9),
                     "seconds": time.perf_counter() - t0})
     if reproj:

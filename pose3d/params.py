@@ -220,11 +220,6 @@ class LifterParams:
     #: (+ Gaussian noise_px).
     input_2d: Literal["gt", "detections"] = "detections"
     noise_px: float = 0.0
-    #: input "detections": Gaussian noise (px per coordinate) added to the *training* inputs on
-    #: top of their own detection error. The 2D model saw the train subjects, so their
-    #: detections are cleaner than the test subjects'; this closes that gap (choose it from the
-    #: 2D model's train vs held-out error: sqrt(e_test^2 - e_train^2) / 1.25 for mean errors e).
-    train_noise_px: float = 0.0
     #: rotate training poses about the vertical axis and re-project (virtual cameras)
     virtual_cameras: bool = True
     virtual_max_deg: float = 180.0
@@ -238,7 +233,6 @@ class LifterParams:
 
     def validate(self, p):
         require(self.noise_px >= 0, f"{p}.noise_px", self.noise_px, "must be >= 0")
-        require(self.train_noise_px >= 0, f"{p}.train_noise_px", self.train_noise_px, "must be >= 0")
         require(0 <= self.virtual_max_deg <= 180, f"{p}.virtual_max_deg", self.virtual_max_deg,
                 "must be in [0, 180]")
         require(self.epochs >= 1, f"{p}.epochs", self.epochs, "must be >= 1")

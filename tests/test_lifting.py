@@ -135,21 +135,6 @@ def test_detections_input(studio, tmp_path):
     assert len(sub) == 4
 
 
-def test_train_noise_adds_to_the_detection_error(studio, tmp_path):
-    """extra_noise_px: the carried detection error plus fresh N(0, sigma) per coordinate; the 3D
-    target and the stored detections are untouched; 0 gives the detections exactly."""
-    fs = build_frames(studio / "mocap.h5", studio / "cameras.json")
-    fs.uv = fs.uv_gt + 1.0  # a detector that is 1 px off in x and y everywhere
-    idx = np.arange(fs.num_frames)[:, None]
-    plain = make_batch(fs, idx, Augment(), np.random.default_rng(0))
-    noisy = make_batch(fs, idx, Augment(extra_noise_px=3.0), np.random.default_rng(0))
-    np.testing.assert_allclose(plain["uv"].numpy(), fs.uv[idx], atol=1e-4)
-    extra = (noisy["uv"] - plain["uv"]).numpy().ravel()
-    assert abs(extra.mean()) < 0.2 and extra.std() == pytest.approx(3.0, rel=0.1)
-    torch.testing.assert_close(noisy["pose"], plain["pose"])
-    np.testing.assert_allclose(fs.uv, fs.uv_gt + 1.0)
-
-
 def test_flip_2d_and_3d_agree_for_an_undistorted_camera():
     K = torch.tensor([[500.0, 0, 230], [0, 500, 250], [0, 0, 1]], dtype=torch.float64)
     X = torch.randn(4, 17, 3, dtype=torch.float64) * 0.3 + torch.tensor([0.2, 0, 4.0], dtype=torch.float64)

@@ -11,8 +11,7 @@ distortion), so augmented 2D is exactly what that camera would see:
   * flip: mirror in camera space (x -> -x) and swap left/right joints by name.
 The input's error w.r.t. the GT projection (noise or detector error) is carried over as a
 residual (mirrored with the pose) so augmented inputs keep the input's error statistics;
-for ``input_2d = gt`` with noise, fresh noise is drawn per batch instead; ``extra_noise_px``
-adds fresh noise to the carried detection error (training only).
+for ``input_2d = gt`` with noise, fresh noise is drawn per batch instead.
 
 Model inputs are screen-normalised (:func:`pose3d.geometry.camera.normalize_screen`):
 x in [-1, 1] across the image width. Targets: root-relative camera-frame 3D, metres.
@@ -179,7 +178,6 @@ class Augment:
     max_deg: float = 180.0
     flip: bool = False
     resample_noise_px: float = 0.0  # > 0: draw fresh input noise instead of the stored residual
-    extra_noise_px: float = 0.0     # > 0: add fresh noise to the stored residual (detections)
 
 
 def make_batch(fs: FrameSet, idx: np.ndarray, aug: Augment, rng: np.random.Generator,
@@ -203,9 +201,6 @@ def make_batch(fs: FrameSet, idx: np.ndarray, aug: Augment, rng: np.random.Gener
     else:
         resid = torch.from_numpy(fs.uv[idx] - fs.uv_gt[idx]).double()
     changed = False
-    if aug.extra_noise_px > 0:
-        resid = resid + torch.from_numpy(rng.normal(0, aug.extra_noise_px, (B, L, J, 2)))
-        changed = True
     if aug.virtual_cameras and aug.max_deg > 0:
         ang = torch.from_numpy(rng.uniform(-1, 1, B) * np.deg2rad(aug.max_deg))
         Rw = rotation_about_axis(ang, torch.from_numpy(fs.up).double().expand(B, 3))  # (B, 3, 3)

@@ -58,8 +58,7 @@ class Setup:
 
 def augment_of(p) -> Augment:
     return Augment(virtual_cameras=p.virtual_cameras, max_deg=p.virtual_max_deg, flip=p.flip_aug,
-                   resample_noise_px=p.noise_px if p.input_2d == "gt" else 0.0,
-                   extra_noise_px=p.train_noise_px if p.input_2d == "detections" else 0.0)
+                   resample_noise_px=p.noise_px if p.input_2d == "gt" else 0.0)
 
 
 def _chunks(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -275,6 +275,23 @@ def test_run_lift_writes_the_contract(studio, tmp_path):
     np.testing.assert_allclose(pose, res.pose, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["martinez", "repnet"])
+def test_same_machine_same_params_same_metrics(studio, tmp_path, name):
+    """Two runs of the lift stage's code path with the same params on the same machine give
+    bit-identical metrics files and predictions (RepNet: the adversarial one, random
+    interpolates and all)."""
+    p = _tiny(name, epochs=1)
+    outs = []
+    for k in range(2):
+        d = tmp_path / str(k)
+        run_lift(name, p, P.Base(mlflow=False, cpu_precision="fp32"), mocap=studio / "mocap.h5",
+                 cameras=studio / "cameras.json", out=d / "pred.parquet", metrics_path=d / "m.json",
+                 progress=False)
+        outs.append(((d / "m.json").read_text(), read_table(d / "pred.parquet")[0]))
+    assert outs[0][0] == outs[1][0]
+    assert outs[0][1].equals(outs[1][1])
+
+
 def test_lifter_logged_to_mlflow_predicts_like_the_stage_model(studio, tmp_path, monkeypatch):
     """run_lift inside a stage's MLflow run logs the lifter (mlflow.pytorch): loaded back with
     load_model("runs:/<id>/model") it predicts exactly what the stage's own model

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,28 @@ def test_second_repro_is_a_noop(tiny_repo):
     root, env, _ = tiny_repo
     out = _run([sys.executable, "-m", "dvc", "repro"], root, env).stdout
     assert "Running stage" not in out, out
+
+
+def test_remote_round_trip_recomputes_nothing(tiny_repo, tmp_path):
+    """The DVC-remote workflow of the README: commit, `dvc push` to a (local-directory) remote,
+    a fresh `git clone` + `dvc pull` has every cached output, and `dvc repro` there recomputes
+    nothing but `prepare`, whose uncached videos folder (a user's own footage, by design never
+    copied into the cache) no remote holds. Training checkpoints are resume state, not outputs:
+    a missing one must not re-run training."""
+    root, env, _ = tiny_repo
+    remote, clone = tmp_path / "remote", tmp_path / "clone"
+    _run([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", str(remote)], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "results"], root, env)
+    _run([sys.executable, "-m", "dvc", "push"], root, env)
+    _run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+    _run([sys.executable, "-m", "dvc", "pull"], clone, env)
+    out = _run([sys.executable, "-m", "dvc", "repro"], clone, env).stdout
+    assert re.findall(r"Running stage '([^']+)'", out) == ["prepare"], out
+    status = _run([sys.executable, "-m", "dvc", "status"], clone, env).stdout
+    assert "up to date" in status, status
+    for f in ("data/detections_2d.parquet", "models/pose2d/model.pt", "data/predictions/martinez.parquet"):
+        assert (clone / f).read_bytes() == (root / f).read_bytes(), f
 
 
 def test_exp_run_reruns_only_repnet_and_evaluate(tiny_repo):

@@ -23,11 +23,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pose3d import params as P
-from pose3d.data.crops import CropDataset, read_crop_index, read_crops
+from pose3d.data.crops import CropDataset, read_crop_index, read_crops, resize_crops
 from pose3d.heatmaps import crop_to_heatmap, gaussian_targets, weighted_mse
 from pose3d.tasks import pose2d
 from pose3d.train import adam, autocast
@@ -89,7 +88,7 @@ def main(argv=None) -> int:
     size = a.size or index.crop_size
     dataset = CropDataset(read_crops(a.crops / "crops.h5", train_idx.keys["index"].to_numpy()),
                           pose2d.joints_in_crops(train_idx), pose2d.augmentation_of(p), seed=0)
-    val_crops = pose2d.resize_crops(read_crops(a.crops / "crops.h5", val_idx.keys["index"].to_numpy()), size)
+    val_crops = resize_crops(read_crops(a.crops / "crops.h5", val_idx.keys["index"].to_numpy()), size)
     torch.manual_seed(0)
     config = pose2d.model_config_of(p, len(index.meta["joint_names"]))
     model = pose2d.build_model(p.architecture, config).to(memory_format=torch.channels_last)

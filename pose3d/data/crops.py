@@ -156,6 +156,26 @@ def compose_affine(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return (A3 @ B3)[:2]
 
 
+def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, size, size, 3) by area interpolation; points follow with
+    :func:`resize_points`. Returns ``crops`` itself when the size is already ``size``."""
+    if crops.shape[1] == size:
+        return crops
+    out = np.empty((len(crops), size, size, 3), np.uint8)
+    for i, c in enumerate(crops):
+        out[i] = cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def resize_points(points, from_size: int, to_size: int):
+    """Crop pixels of an S = ``from_size`` crop -> pixels of the same crop resampled to
+    ``to_size``, with the pixel-centre convention of :func:`crop_affine`:
+    ``x_to = (x_from + 0.5) * to_size / from_size - 0.5`` (numpy or torch, any shape (..., 2))."""
+    if from_size == to_size:
+        return points
+    return (points + 0.5) * (to_size / from_size) - 0.5
+
+
 def warp_crop(image: np.ndarray, image_to_crop: np.ndarray, size: int,
               interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Cut an S x S crop out of ``image`` (H, W, C) through a 2x3 affine; outside = black."""
@@ -445,10 +465,9 @@ class CropDataset(torch.utils.data.Dataset):
                 f = f * gain + shift
                 img = np.clip(f, 0, 255).astype(np.uint8)
         if self.out_size != S:
-            # same pixel-centre convention as crop_affine: x_s = (x_S + 0.5) * s / S - 0.5
-            S, k = self.out_size, self.out_size / S
-            img = cv2.resize(img, (S, S), interpolation=cv2.INTER_AREA)
-            joints = (joints + 0.5) * k - 0.5
+            img = resize_crops(img[None], self.out_size)[0]
+            joints = resize_points(joints, S, self.out_size)
+            S = self.out_size
         finite = np.isfinite(joints).all(-1)
         inside = finite & (joints >= -0.5).all(-1) & (joints < S - 0.5).all(-1)
         return img, joints.astype(np.float32), inside.astype(np.float32)

@@ -24,7 +24,6 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -32,7 +31,8 @@ from tqdm.auto import tqdm
 from pose3d.data.contracts import write_detections
 from pose3d import params
 from pose3d.data.crops import (Augmentation, CropDataset, CropIndex, apply_affine,
-                               iter_crop_blocks, normalize_images, read_crop_index, read_crops)
+                               iter_crop_blocks, normalize_images, read_crop_index, read_crops,
+                               resize_crops, resize_points)
 from pose3d.data.io import DataError, atomic_path, file_digest, write_json
 from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_targets,
                              heatmap_to_crop, weighted_mse)
@@ -293,22 +293,10 @@ def score_crops(model: PoseResNet, crops: np.ndarray, index: CropIndex, image_wi
     :func:`predict_array` (batch_size, flip, method, sigma, precision, channels_last). Crops
     resampled from the index's size S to s are mapped back to S before the index's affine."""
     coords, _ = predict_array(model, crops, **predict_kw)
-    k = index.crop_size / crops.shape[1]
-    if k != 1:
-        coords = (coords + 0.5) * k - 0.5
+    coords = resize_points(coords, crops.shape[1], index.crop_size)
     pred = apply_affine(index.crop_to_image.astype(np.float64), coords.astype(np.float64))
     box = index.bbox_xyxy[:, 2] - index.bbox_xyxy[:, 0]
     return pred, pck_metrics(pred, index.gt_2d, box, image_width)
-
-
-def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
-    """(N, S, S, 3) uint8 -> (N, size, size, 3) by area interpolation (CropDataset's resampling)."""
-    if crops.shape[1] == size:
-        return crops
-    out = np.empty((len(crops), size, size, 3), np.uint8)
-    for i, c in enumerate(crops):
-        out[i] = cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
-    return out
 
 
 def make_evaluate(crops: np.ndarray, index: CropIndex, image_width: np.ndarray, size_of_epoch=None,
@@ -441,6 +429,7 @@ def fit(crops_h5, index: CropIndex, p, *, trainer_config, run=None,
     widths = image_widths(val_idx)
     kw = dict(batch_size=64, flip=p.flip_test, method=p.decode, sigma=sigma, precision=precision,
               channels_last=cl)
+
     def size_of_epoch(epoch: int) -> int:  # a warm-up at a lower resolution, then the crop size
         return p.warmup_size if epoch < p.warmup_epochs else index.crop_size
 

@@ -192,8 +192,8 @@ def _command(stage: str, f: dict[str, Path], out: Path, params: Path) -> list[st
     if stage == "lift":
         return py + ["--model", "martinez", "--mocap", str(f["mocap"]), "--cameras", str(f["cameras"]),
                      "--detections", str(f["detections"]), "--out", str(out / "pred.parquet"),
-                     "--model-dir", str(out / "model"), "--metrics", str(out / "m.json"),
-                     "--curves", str(out / "c.csv"), "--params", str(params)]
+                     "--model-dir", str(out / "model"), "--checkpoint", str(out / "model" / "checkpoint.pt"),
+                     "--metrics", str(out / "m.json"), "--curves", str(out / "c.csv"), "--params", str(params)]
     if stage == "triangulate":
         return py + ["--method", "algebraic", "--mocap", str(f["mocap"]), "--cameras", str(f["cameras"]),
                      "--detections", str(f["detections"]), "--out", str(out / "pred.parquet"),

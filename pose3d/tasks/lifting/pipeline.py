@@ -127,9 +127,10 @@ class LiftResult:
 
 def run_lift(model_name: str, p, base, *, mocap, cameras, detections=None, out=None,
              model_dir=None, metrics_path=None, curves=None, run=None, progress: bool = True,
-             train_subjects=None, test_subjects=None) -> LiftResult:
+             train_subjects=None, test_subjects=None, checkpoint=None) -> LiftResult:
     """Train the registered lifter ``model_name`` with params section ``p`` and write the
     stage's outputs (each optional). Subjects come from mocap.h5's ``split`` attrs unless given.
+    ``checkpoint`` (resume state; default ``model_dir/checkpoint.pt`` when a model_dir is given).
     """
     if model_name not in LIFTERS:
         raise DataError(f"unknown lifter {model_name!r} (known: {', '.join(LIFTERS)})")
@@ -164,7 +165,7 @@ def run_lift(model_name: str, p, base, *, mocap, cameras, detections=None, out=N
 
     fp = fingerprint(p, base) + file_digest(mocap, cameras, det)
     cfg = TrainConfig(epochs=p.epochs, device=base.device, cpu_precision=base.cpu_precision,
-                      seed=base.seed, checkpoint=Path(model_dir) / "checkpoint.pt" if model_dir else None,
+                      seed=base.seed, checkpoint=checkpoint or (Path(model_dir) / "checkpoint.pt" if model_dir else None),
                       curves_csv=curves, desc=f"lift@{model_name}", progress=progress)
     trainer = Trainer(setup.modules, setup.optimizers, setup.schedulers, config=cfg, run=run)
     history = trainer.fit(setup.step_fn, setup.train_batches, evaluate=evaluate, fingerprint=fp)
@@ -196,7 +197,8 @@ def run_stage(s, paths, tracker) -> str:
     """``lift@<model>``: :func:`run_lift` with the stage's files (see stages/lift.py)."""
     res = run_lift(paths.model, s.params, s.base, mocap=paths.mocap, cameras=paths.cameras,
                    detections=paths.detections, out=paths.out, model_dir=paths.model_dir,
-                   metrics_path=paths.metrics, curves=paths.curves, run=tracker)
+                   checkpoint=paths.checkpoint, metrics_path=paths.metrics, curves=paths.curves,
+                   run=tracker)
     m = res.metrics
     return (f"MPJPE {m['mpjpe_mm']:.1f} mm, P-MPJPE {m['pa_mpjpe_mm']:.1f} mm, MPJVE {m['mpjve_mm']:.2f} mm "
             f"on {m['num_test_frames']} test frames")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pose3d import params
+from pose3d.runtime import params
 from pose3d.tasks import image3d
 
 log = logging.getLogger("bench_hg3d")

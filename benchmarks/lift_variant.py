@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from pose3d import params as P
+from pose3d.runtime import params as P
 from pose3d.tasks.lifting.data import split_of
 from pose3d.tasks.lifting.pipeline import run_lift
 

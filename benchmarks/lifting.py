@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pose3d import params as P
+from pose3d.runtime import params as P
 from pose3d.data.io import Sequence, save_cameras, write_mocap
 from pose3d.geometry.camera import Camera
 from pose3d.geometry.rotations import look_at

@@ -27,7 +27,7 @@ import torch
 from pose3d.tasks import pose2d
 from pose3d.heatmaps import crop_to_heatmap, gaussian_targets, weighted_mse
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
-from pose3d.train import resolve_device
+from pose3d.runtime.train import resolve_device
 
 
 def _train_rate(depth, channels, size, batch, steps, precision, channels_last, device):

@@ -21,7 +21,7 @@ import torch
 
 from pose3d.tasks import pose2d
 from pose3d.data.crops import apply_affine, read_crop_index, read_crops
-from pose3d.train import resolve_precision
+from pose3d.runtime.train import resolve_precision
 
 
 def main(argv=None) -> int:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from pose3d import params as P
+from pose3d.runtime import params as P
 from pose3d.data.crops import CropDataset, read_crop_index, read_crops
 from pose3d.heatmaps import crop_to_heatmap, gaussian_targets, weighted_mse
 from pose3d.tasks import pose2d
-from pose3d.train import adam, autocast
+from pose3d.runtime.train import adam, autocast
 
 REPO = Path(__file__).resolve().parents[1]
 

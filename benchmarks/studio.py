@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose3d import params
+from pose3d.runtime import params
 from pose3d.data import io
 from pose3d.data.studio import anthropometry as A
 from pose3d.data.studio import dataset

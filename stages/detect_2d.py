@@ -7,7 +7,7 @@
 
 import sys
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.tasks import pose2d
 
 ARGS = {"--crops-h5": dict(required=True),

@@ -13,7 +13,7 @@ per_joint.csv (DVC plots), <figures-dir>/evaluate_*.png|gif and the report.
 
 import sys
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.tasks import evaluate
 
 ARGS = {"--mocap": dict(required=True),

@@ -11,7 +11,7 @@ cameras) and ``data_2d_studio_resnet.npz`` (the detections). See docs/byod.md an
 
 import sys
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.tasks import data
 
 ARGS = {"--mocap": dict(required=True),

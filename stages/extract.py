@@ -6,7 +6,7 @@
 
 import sys
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.tasks import data
 
 ARGS = {"--mocap": dict(required=True),

@@ -11,7 +11,7 @@ Reads params sections ``base`` and ``<model>`` only. The detections file is read
 
 import sys
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.tasks.lifting import pipeline
 from pose3d.tasks.lifting.steps import LIFTERS
 

@@ -9,7 +9,7 @@ second, so the default DAG (driven by the studio) is untouched. See docs/byod.md
 
 import sys
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.tasks import data
 
 ARGS = {"--source": dict(default=None, help="overrides prepare.source (by hand; the DAG reads params.yaml)"),

@@ -11,7 +11,7 @@ stage exits non-zero with a message naming the file or key.
 
 import sys
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.tasks import data
 
 ARGS = {"--mocap-path": dict(default=None, help="overrides studio.mocap_path (by hand; the DAG reads params.yaml)"),

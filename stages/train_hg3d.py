@@ -11,7 +11,7 @@ subjects' root-relative camera-frame 3D poses.
 
 import sys
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.tasks import image3d
 
 ARGS = {"--crops-h5": dict(required=True),

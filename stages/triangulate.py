@@ -7,7 +7,7 @@
 
 import sys
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.tasks import triangulate
 
 ARGS = {"--method": dict(required=True, choices=triangulate.METHODS),

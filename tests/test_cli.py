@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pose3d import cli
+from pose3d.runtime import cli
 from pose3d.data.io import DataError
 
 ARGS = {"--inp": dict(required=True), "--out": dict(output=True, required=True),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pose3d import params as P
+from pose3d.runtime import params as P
 from pose3d.tasks import image3d
 from pose3d.geometry.camera import project_camera, world_to_camera
 from pose3d.skeleton import (BONES, HG3D_NAMES, JOINT_INDEX, JOINT_NAMES, MPII16_NAMES, ROOT,

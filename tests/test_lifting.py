@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pose3d import params as P
+from pose3d.runtime import params as P
 from pose3d.data.contracts import read_predictions
 from pose3d.data.io import DataError, Sequence, read_table, save_cameras, write_mocap, write_table
 from pose3d.geometry.camera import Camera, project_camera
@@ -21,7 +21,7 @@ from pose3d.tasks.lifting.pipeline import load_lifter, predict, run_lift
 from pose3d.tasks.lifting.steps import (LIFTERS, LazyBatches, Setup, augment_of, register_lifter,
                                         repnet_batches, setup_temporal_semi, unpaired_pools)
 from pose3d.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, bone_lengths, flip_poses
-from pose3d.train import Trainer, TrainConfig
+from pose3d.runtime.train import Trainer, TrainConfig
 
 # a rest pose (metres, Z up, facing -y), joint offsets from the parent
 _OFFSETS = {
@@ -310,7 +310,7 @@ def test_lifter_logged_to_mlflow_predicts_like_the_stage_model(studio, tmp_path,
     (models/<name>, weights only) predicts, on the test frames and on a longer sequence."""
     import mlflow
 
-    from pose3d import tracking
+    from pose3d.runtime import tracking
 
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

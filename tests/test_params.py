@@ -10,8 +10,8 @@ from typing import Literal, Optional
 import pytest
 import yaml
 
-from pose3d import params as P
-from pose3d.params import ParamsError, as_flat_dict, fingerprint, from_dict, load, require
+from pose3d.runtime import params as P
+from pose3d.runtime.params import ParamsError, as_flat_dict, fingerprint, from_dict, load, require
 
 REPO = Path(__file__).resolve().parents[1]
 

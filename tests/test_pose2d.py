@@ -14,13 +14,13 @@ import pytest
 import torch
 import yaml
 
-from pose3d import params as P
+from pose3d.runtime import params as P
 from pose3d.tasks import pose2d
 from pose3d.data.crops import CropDataset
 from pose3d.data.io import read_table
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.skeleton import JOINT_NAMES
-from pose3d.train import Trainer, TrainConfig, adam
+from pose3d.runtime.train import Trainer, TrainConfig, adam
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))

@@ -16,7 +16,7 @@ from pose3d.data.contracts import read_detections
 from pose3d.data.crops import read_crops
 from pose3d.data.io import DataError, Sequence, load_cameras, read_mocap, save_cameras, write_mocap, write_table
 from pose3d.geometry.camera import Camera
-from pose3d.train import load_state
+from pose3d.runtime.train import load_state
 
 K = [[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]]
 

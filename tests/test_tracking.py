@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pose3d import tracking
+from pose3d.runtime import tracking
 
 
 @pytest.fixture()
@@ -36,7 +36,7 @@ def test_run_logged_with_tags_params_metrics(repo):
     assert r.data.tags["dvc.exp_name"] == "exp-test"
     assert r.data.params["repnet.reproj_weight"] == "2.0"
     assert r.data.metrics["mpjpe_mm"] == 50.5
-    # relative to the repo (pose3d.mlflow_store), the file inside it
+    # relative to the repo (pose3d.runtime.mlflow_store), the file inside it
     assert r.info.artifact_uri.startswith("pose3d:mlartifacts/")
     assert (repo / r.info.artifact_uri.removeprefix("pose3d:") / "a.txt").read_text() == "hello"
 
@@ -68,7 +68,7 @@ def test_sigterm_marks_run_failed(repo):
 
     code = (
         "import time\n"
-        "from pose3d import tracking\n"
+        "from pose3d.runtime import tracking\n"
         "with tracking.stage_run('train_2d', experiment='pose3d-test') as run:\n"
         "    print('started', flush=True)\n"
         "    time.sleep(60)\n"
@@ -208,7 +208,7 @@ def test_the_launcher_is_found_past_the_shell():
     import subprocess
     import sys
 
-    code = "from pose3d import tracking; print(tracking._launcher().pid)"
+    code = "from pose3d.runtime import tracking; print(tracking._launcher().pid)"
     # `; true` keeps the shell alive between us and python (a lone command is exec'd)
     out = subprocess.run(["sh", "-c", f"{sys.executable} -c '{code}'; true"], capture_output=True,
                          text=True, timeout=60, check=True).stdout
@@ -233,7 +233,7 @@ def test_saved_image_model_is_logged_and_loads_back(repo, monkeypatch):
     import torch
 
     from pose3d.models.hg3d import HG3D, HG3DConfig
-    from pose3d.train import load_state, save_model
+    from pose3d.runtime.train import load_state, save_model
 
     monkeypatch.setenv("POSE3D_REGISTER_MODELS", "true")
     model = _tiny_hg3d()
@@ -286,7 +286,7 @@ def test_dataset_logged_as_an_input(repo, monkeypatch):
     source = the folder as given (relative in dvc.yaml), each file's digest as a tag."""
     import mlflow
 
-    from pose3d import cli
+    from pose3d.runtime import cli
     from pose3d.data.io import file_digest
 
     monkeypatch.chdir(repo)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pose3d.data.io import DataError
-from pose3d.train import Trainer, TrainConfig, load_state, resolve_device, save_model
+from pose3d.runtime.train import Trainer, TrainConfig, load_state, resolve_device, save_model
 
 
 def _problem(seed=0):

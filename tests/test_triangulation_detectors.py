@@ -171,7 +171,7 @@ def test_butterworth_keeps_constant_velocity_and_reduces_noise():
 def test_stage_reports_threshold_spearman_swaps_and_smoothed_row(tmp_path):
     import json
 
-    from pose3d.params import Triangulate
+    from pose3d.runtime.params import Triangulate
     from pose3d.tasks.triangulate import run
 
     mocap, cams, det = _tiny_studio(tmp_path)

@@ -1,6 +1,6 @@
 """The data stages: ``studio`` (animate and film), ``prepare`` (import Human3.6M layouts) and
 ``extract`` (videos -> person crops), and the VideoPose3D export tool. The work is in :mod:`pose3d.data`; these are the stage
-bodies for :func:`pose3d.cli.run_stage`."""
+bodies for :func:`pose3d.runtime.cli.run_stage`."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ import torch
 
 from pose3d.data.contracts import write_predictions
 from pose3d.data.crops import apply_affine, invert_affine, normalize_images, read_crop_index, read_crops
-from pose3d import params
+from pose3d.runtime import params
 from pose3d.data.io import DataError, file_digest, load_cameras, read_mocap, write_metrics
 from pose3d.geometry.camera import pixels_to_normalized, undistort_points, world_to_camera
 from pose3d.geometry.shapes import check_shape
@@ -50,7 +50,7 @@ from pose3d.heatmaps import crop_to_heatmap, decode, gaussian_targets, heatmap_t
 from pose3d.metrics import mpjpe, pa_mpjpe
 from pose3d.models.hg3d import HG3D, HG3DConfig, read_depth
 from pose3d.skeleton import BONES, FLIP_PERM, JOINT_NAMES, ROOT, bone_group, bone_lengths
-from pose3d.train import LazyBatches, Trainer, TrainConfig, adam, load_state, save_model
+from pose3d.runtime.train import LazyBatches, Trainer, TrainConfig, adam, load_state, save_model
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +474,7 @@ class HG3DTrainOptions:
 def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None, fingerprint: str = ""
           ) -> tuple[torch.Tensor, list[dict], dict[str, dict[str, float]]]:
     """Train ``model`` (an :class:`pose3d.models.hg3d.HG3D`) through the three phases with one
-    :class:`pose3d.train.Trainer` whose step function switches by epoch (one checkpoint file,
+    :class:`pose3d.runtime.train.Trainer` whose step function switches by epoch (one checkpoint file,
     so a run resumes inside any phase). ``data`` holds the training and test crops.
 
     Returns (canonical bone lengths (E,) m, per-epoch history, per-phase test metrics

@@ -2,7 +2,7 @@
 
 The stages ``train_2d`` and ``detect_2d`` are thin wrappers around this module:
 
-* :func:`make_step` -> the step function for :class:`pose3d.train.Trainer` (Gaussian targets
+* :func:`make_step` -> the step function for :class:`pose3d.runtime.train.Trainer` (Gaussian targets
   made on the device from crop coordinates, target-weighted MSE);
 * :class:`EpochBatches` -> ``train_batches(epoch)``: shuffled with ``default_rng([seed, epoch])``,
   augmentation seeded per (seed, epoch, item), so a resumed run sees the same data;
@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pose3d.data.contracts import write_detections
-from pose3d import params
+from pose3d.runtime import params
 from pose3d.data.crops import (Augmentation, CropDataset, CropIndex, apply_affine,
                                iter_crop_blocks, normalize_images, read_crop_index, read_crops,
                                resize_crops, resize_points)
@@ -38,7 +38,7 @@ from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_ta
                              heatmap_to_crop, weighted_mse)
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
 from pose3d.skeleton import JOINT_NAMES, LEFT_JOINTS, PARENTS
-from pose3d.train import Trainer, TrainConfig, adam, autocast, load_state, resolve_device, resolve_precision, save_model
+from pose3d.runtime.train import Trainer, TrainConfig, adam, autocast, load_state, resolve_device, resolve_precision, save_model
 
 log = logging.getLogger(__name__)
 

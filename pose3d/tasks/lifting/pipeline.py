@@ -25,11 +25,11 @@ import torch
 from pose3d import metrics as M
 from pose3d.data.contracts import write_predictions
 from pose3d.data.io import DataError, file_digest, write_json
-from pose3d.params import as_flat_dict, fingerprint
+from pose3d.runtime.params import as_flat_dict, fingerprint
 from pose3d.skeleton import JOINT_NAMES, flip_poses
 from pose3d.tasks.lifting.data import FrameSet, build_frames, flip_pixels, split_of, to_screen
 from pose3d.tasks.lifting.steps import LIFTERS
-from pose3d.train import Trainer, TrainConfig, load_state, resolve_device, save_model
+from pose3d.runtime.train import Trainer, TrainConfig, load_state, resolve_device, save_model
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Per-model training setups for the one training loop (:class:`pose3d.train.Trainer`), and
+"""Per-model training setups for the one training loop (:class:`pose3d.runtime.train.Trainer`), and
 the registry of lifters.
 
 Each ``setup_<model>(p, train, seed)`` returns a :class:`Setup`: the modules, optimisers and
@@ -24,7 +24,7 @@ from pose3d.models.repnet import KCSCritic, RepNetLifter, camera_loss, critic_lo
 from pose3d.models.temporal import TemporalDiscriminator, TemporalLifter
 from pose3d.skeleton import bone_lengths
 from pose3d.tasks.lifting.data import Augment, FrameSet, make_batch, to_screen, window_indices
-from pose3d.train import LazyBatches, adam
+from pose3d.runtime.train import LazyBatches, adam
 
 
 @dataclass(frozen=True)

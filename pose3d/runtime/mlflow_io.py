@@ -1,6 +1,6 @@
 """What pose3d puts into MLflow besides params and metrics: trained models and dataset inputs.
 
-:mod:`pose3d.tracking` imports this module only where it imports ``mlflow`` itself (a stage
+:mod:`pose3d.runtime.tracking` imports this module only where it imports ``mlflow`` itself (a stage
 with tracking off never loads MLflow).
 
 Models: :func:`log_torch_model` logs a module with ``mlflow.pytorch.log_model`` under the

@@ -28,9 +28,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from pose3d import params, tracking
+from pose3d.runtime import params, tracking
 from pose3d.data.io import DataError, remove_stale_temporaries
-from pose3d.train import resolve_device
+from pose3d.runtime.train import resolve_device
 
 log = logging.getLogger("pose3d.stage")
 

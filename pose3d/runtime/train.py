@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pose3d import tracking
+from pose3d.runtime import tracking
 from pose3d.data.io import DataError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,7 @@ def save_model(model_dir: str | Path, module: nn.Module, config: Mapping[str, An
     ``config`` is a dataclass or a mapping; it is what rebuilds the module.
 
     Inside a stage's MLflow run the module is also logged to it (``mlflow.pytorch``, see
-    :meth:`pose3d.tracking.Run.log_model`) with ``example`` as its input example (axes
+    :meth:`pose3d.runtime.tracking.Run.log_model`) with ``example`` as its input example (axes
     ``dynamic_axes`` of any length in the signature). Without ``example``, an image model
     (``input_size`` in ``config``) gets one blank normalised crop ``(1, 3, S, S)``.
     """

@@ -5,7 +5,7 @@ Where runs go: ``MLFLOW_TRACKING_URI`` when set; otherwise ``sqlite:///<repo>/ml
 with artifacts in ``<repo>/mlartifacts``, where ``<repo>`` is ``DVC_ROOT`` (set by DVC,
 also inside queued experiments' temporary copies) or the current directory. An experiment of
 a SQLite store is created with the artifact location ``pose3d:mlartifacts``: relative to the
-database's folder (:mod:`pose3d.mlflow_store`), so a moved clone serves its own files and queued
+database's folder (:mod:`pose3d.runtime.mlflow_store`), so a moved clone serves its own files and queued
 ``dvc exp run`` keep their artifacts.
 
 Pipeline runs: the stages one ``dvc repro`` / ``dvc exp run`` executes are separate processes;
@@ -16,7 +16,7 @@ run by hand has no parent. The parent carries the last stage's status and end ti
 
 Tags: ``dvc.stage``, ``dvc.exp_name``, ``dvc.exp_baseline``, ``git.revision`` (the parent:
 ``pose3d.pipeline``, ``params.digest`` and the same DVC/git tags). Params are flattened
-(``repnet.reproj_weight``). Models saved by :func:`pose3d.train.save_model` during a stage are
+(``repnet.reproj_weight``). Models saved by :func:`pose3d.runtime.train.save_model` during a stage are
 logged to its run (:meth:`Run.log_model`). Any tracking error is logged as a warning once and
 the stage goes on; a stage that raises marks its run FAILED.
 
@@ -78,7 +78,7 @@ class Run:
 
     def __init__(self, mlflow_module=None, run_id: str | None = None, io=None):
         self._mlflow = mlflow_module
-        self._io = io  # pose3d.mlflow_io, imported with mlflow
+        self._io = io  # pose3d.runtime.mlflow_io, imported with mlflow
         self.run_id = run_id
         self._warned = False
 
@@ -151,7 +151,7 @@ _active_run: Run | None = None
 
 def active_run() -> Run:
     """The run :func:`stage_run` opened in this process, or an inactive :class:`Run`: lets
-    shared code (:func:`pose3d.train.save_model`) log to the stage that calls it."""
+    shared code (:func:`pose3d.runtime.train.save_model`) log to the stage that calls it."""
     return _active_run or Run()
 
 
@@ -246,7 +246,7 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None, base=None,
         try:
             import mlflow as _mlflow
 
-            from pose3d import mlflow_io, mlflow_store
+            from pose3d.runtime import mlflow_io, mlflow_store
 
             root = repo_root()
             uri = tracking_uri(root)

@@ -2,7 +2,7 @@
 ``file://`` URI, so a moved or copied clone's MLflow UI and ``load_model`` read that clone's own
 files rather than another folder's.
 
-:mod:`pose3d.tracking` creates the experiments of a local SQLite store with the artifact
+:mod:`pose3d.runtime.tracking` creates the experiments of a local SQLite store with the artifact
 location ``pose3d:mlartifacts``; :class:`RepoArtifactRepository` resolves ``pose3d:<path>``
 against the folder of the SQLite database (``<repo>/mlflow.db``). MLflow finds the class
 through the ``mlflow.artifact_repository`` entry point in pyproject.toml (in the client and in

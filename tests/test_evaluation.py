@@ -11,7 +11,8 @@ import torch
 
 from pose3d.data.contracts import read_predictions
 from pose3d.data.io import DataError, Sequence, write_table
-from pose3d.tasks.evaluate import (GroundTruth, display_sequence, evaluate_files, evaluate_predictions,
+from pose3d.data.views import GroundTruth
+from pose3d.tasks.evaluate import (display_sequence, evaluate_files, evaluate_predictions,
                                metrics_json, per_action_table, per_joint_table,
                                render_report)
 from pose3d.geometry.camera import Camera

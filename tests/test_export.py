@@ -11,6 +11,7 @@ import pytest
 from pose3d.data import export, h36m
 from pose3d.data.contracts import read_detections
 from pose3d.data.io import DataError, Sequence, read_mocap, read_table, write_table
+from pose3d.data.views import GroundTruth
 from pose3d.geometry.camera import Camera, quaternion_to_matrix
 from pose3d.skeleton import H36M32_NAMES, JOINT_NAMES, h36m32_indices_of_17
 
@@ -60,7 +61,7 @@ def test_export_reads_back_same_arrays(tmp_path):
     seqs, cams = studio_like()
     kps = detections_table(tmp_path / "det.parquet", seqs, cams)
     det = read_detections(tmp_path / "det.parquet")
-    paths = export.export_vp3d(tmp_path / "out", "studio", seqs, cams, detections=det, detections_source="resnet")
+    paths = export.export_vp3d(tmp_path / "out", "studio", GroundTruth(seqs, cams), detections=det, detections_source="resnet")
     assert sorted(p.name for p in paths.values()) == ["data_2d_studio_gt.npz", "data_2d_studio_resnet.npz",
                                                       "data_3d_studio.npz"]
     with pytest.raises(DataError, match="prepare.allow_pickle"):
@@ -87,7 +88,7 @@ def test_export_reads_back_same_arrays(tmp_path):
 
 def test_export_32_joint_slots(tmp_path):
     seqs, cams = studio_like()
-    export.export_vp3d(tmp_path, "studio", seqs, cams, joints="h36m32", gt_2d=False)
+    export.export_vp3d(tmp_path, "studio", GroundTruth(seqs, cams), joints="h36m32", gt_2d=False)
     back = export.read_vp3d_export(tmp_path, "studio", (), allow_pickle=True)
     x = back["positions_3d"]["S1"]["walk"]
     assert x.shape == (7, 32, 3)
@@ -101,7 +102,7 @@ def test_export_32_joint_slots(tmp_path):
 def test_export_prepares_back_to_the_same_data(tmp_path):
     """Export -> layout 'vp3d' (with the exported cameras) -> studio layout: same poses, same 2D."""
     seqs, cams = studio_like()
-    paths = export.export_vp3d(tmp_path, "studio", seqs, cams)
+    paths = export.export_vp3d(tmp_path, "studio", GroundTruth(seqs, cams))
     back = export.read_vp3d_export(tmp_path, "studio", allow_pickle=True)
     (tmp_path / "cams.json").write_text(json.dumps(export.vp3d_camera_json(back["cameras"])))
     ds = h36m.load_layout("vp3d", paths["3d"], source_2d=paths["gt"], cameras=tmp_path / "cams.json",
@@ -132,6 +133,6 @@ def test_matrix_to_quaternion_round_trip():
 def test_export_rejects_bad_names_and_uncalibrated_cameras(tmp_path):
     seqs, cams = studio_like()
     with pytest.raises(DataError, match="without '/' or '_'"):
-        export.export_vp3d(tmp_path, "my_data", seqs, cams)
-    with pytest.raises(DataError, match="S9/walk: no cameras for subject S9"):
-        export.export_vp3d(tmp_path, "studio", seqs, {"S1": cams["S1"]})
+        export.export_vp3d(tmp_path, "my_data", GroundTruth(seqs, cams))
+    with pytest.raises(DataError, match="cameras.json: no cameras for subject 'S9' of mocap.h5"):
+        export.export_vp3d(tmp_path, "studio", GroundTruth(seqs, {"S1": cams["S1"]}))

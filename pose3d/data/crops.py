@@ -34,9 +34,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from pose3d.data.io import (DataError, atomic_path, column_points, load_cameras, read_mocap, read_table,
-                            write_table)
+from pose3d.data.io import DataError, atomic_path, column_points, read_table, write_table
 from pose3d.data.video import VideoError, find_source, iter_frames, video_info
+from pose3d.data.views import GroundTruth
 from pose3d.skeleton import FLIP_PERM, JOINT_NAMES, NUM_JOINTS
 
 INDEX_COLUMNS = ("index", "subject", "action", "camera", "frame", "split", "bbox_xyxy",
@@ -157,13 +157,15 @@ def compose_affine(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def resize_crops(crops: np.ndarray, size: int) -> np.ndarray:
-    """(N, S, S, 3) uint8 -> (N, size, size, 3) by area interpolation; points follow with
-    :func:`resize_points`. Returns ``crops`` itself when the size is already ``size``."""
+    """(N, S, S, 3) uint8 -> (N, size, size, 3), by area interpolation when shrinking (no
+    aliasing) and bilinear when enlarging; points follow with :func:`resize_points`. Returns
+    ``crops`` itself when the size is already ``size``."""
     if crops.shape[1] == size:
         return crops
+    interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
     out = np.empty((len(crops), size, size, 3), np.uint8)
     for i, c in enumerate(crops):
-        out[i] = cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
+        out[i] = cv2.resize(c, (size, size), interpolation=interp)
     return out
 
 
@@ -517,28 +519,18 @@ def extract_crops(mocap_path: str | os.PathLike, cameras_path: str | os.PathLike
                   progress: bool = True) -> dict:
     """Crop every (subject, action, camera) video of the studio layout into crops.h5 + parquet.
 
-    GT 2D = ``Camera.project`` of mocap.h5 (distorted pixels, as in the video). Boxes come from
+    GT 2D = the ground truth's pixels (:meth:`pose3d.data.views.GroundTruth.view`: distorted,
+    as in the video). Boxes come from
     the GT (``box_source="gt"``) or from a per-video median background + largest foreground
     blob (``"background"``; a frame without a blob reuses the previous box). Frames are decoded
     one at a time and crops are flushed in blocks, so memory does not grow with the number of
     videos. Returns counts: crops, videos, skipped videos (``on_error="skip"``), frames whose
     background box fell back, seconds.
     """
-
-
-
     log = logging.getLogger(__name__)
     t0 = time.perf_counter()
-    sequences = read_mocap(mocap_path)
-    cameras = load_cameras(cameras_path)
-    jobs = []
-    for seq in sequences:
-        if seq.subject not in cameras:
-            raise DataError(f"{cameras_path}: no cameras for subject {seq.subject!r} of {mocap_path}")
-        for cam_name in sorted(cameras[seq.subject]):
-            jobs.append((seq, cam_name))
-    if not jobs:
-        raise DataError(f"{mocap_path}: no sequences")
+    truth = GroundTruth.load(mocap_path, cameras_path)
+    jobs = [(seq, cam_name) for seq in truth.sequences for cam_name in sorted(truth.cameras_of(seq.subject))]
     stats = {"crops": 0, "videos": 0, "skipped_videos": [], "background_fallbacks": 0}
     image_size: dict[str, list[int]] = {}
     meta = {"box_source": box_source, "box_margin": box_margin, "frame_stride": frame_stride,
@@ -550,9 +542,9 @@ def extract_crops(mocap_path: str | os.PathLike, cameras_path: str | os.PathLike
     bar = tqdm(total=total_frames, desc="extract", unit="frame", disable=not progress, mininterval=2.0)
     with CropWriter(out_h5, out_index, crop_size, metadata=meta, compression_level=compression) as w:
         for seq, cam_name in jobs:
-            cam = cameras[seq.subject][cam_name]
-            T = len(seq.positions_world)
-            gt = cam.project(seq.positions_world.astype(np.float64))  # (T, J, 2) px
+            view = truth.view(seq, cam_name)
+            cam, gt = view.camera, view.pixels  # gt: (T, J, 2) px
+            T = len(gt)
             try:
                 src = find_source(videos_dir, seq.subject, seq.action, cam_name)
                 info = video_info(src)

@@ -32,6 +32,7 @@ import numpy as np
 from pose3d.data.contracts import Detections
 from pose3d.data.h36m import _item, _load_pickled, read_vp3d_2d, read_vp3d_3d
 from pose3d.data.io import DataError, Sequence, atomic_path
+from pose3d.data.views import GroundTruth
 from pose3d.geometry.camera import Camera
 from pose3d.skeleton import (
     H36M32_NAMES,
@@ -94,13 +95,13 @@ def _camera_order(cameras: Mapping[str, Camera]) -> list[str]:
     return sorted(cameras)
 
 
-def export_vp3d(out_dir: str | os.PathLike, name: str, sequences: list[Sequence],
-                cameras: Mapping[str, Mapping[str, Camera]], *, detections: Detections | None = None,
-                detections_source: str = "det", joints: str = "h36m17", gt_2d: bool = True
-                ) -> dict[str, Path]:
+def export_vp3d(out_dir: str | os.PathLike, name: str, truth: GroundTruth, *,
+                detections: Detections | None = None, detections_source: str = "det",
+                joints: str = "h36m17", gt_2d: bool = True) -> dict[str, Path]:
     """Write ``data_3d_<name>.npz``, ``data_2d_<name>_gt.npz`` (when ``gt_2d``) and, with a
     :class:`~pose3d.data.contracts.Detections` (``read_detections``),
-    ``data_2d_<name>_<detections_source>.npz``. Returns {kind: path}.
+    ``data_2d_<name>_<detections_source>.npz`` for every sequence of ``truth``. Returns
+    {kind: path}.
     """
     if joints not in ("h36m17", "h36m32"):
         raise DataError(f"joints = {joints!r}: expected 'h36m17' or 'h36m32'")
@@ -109,9 +110,9 @@ def export_vp3d(out_dir: str | os.PathLike, name: str, sequences: list[Sequence]
         raise DataError(f"export name {name!r}: must be non-empty without '/' or '_'")
     out_dir = Path(out_dir)
     pos3d, fps, cams_out, cam_names, img_size = {}, {}, {}, {}, {}
+    sequences, cameras = truth.sequences, truth.cameras
     for seq in sequences:
-        if seq.subject not in cameras:
-            raise DataError(f"{seq.subject}/{seq.action}: no cameras for subject {seq.subject}")
+        truth.cameras_of(seq.subject)
         x = np.asarray(seq.positions_world, np.float32)
         pos3d.setdefault(seq.subject, {})[seq.action] = _to_32(x) if joints == "h36m32" else x
         fps.setdefault(seq.subject, {})[seq.action] = float(seq.fps)
@@ -131,8 +132,7 @@ def export_vp3d(out_dir: str | os.PathLike, name: str, sequences: list[Sequence]
     if gt_2d:
         pos2d = {}
         for seq in sequences:
-            views = [cameras[seq.subject][c].project(np.asarray(seq.positions_world, np.float64)).astype(np.float32)
-                     for c in cam_names[seq.subject]]
+            views = [truth.view(seq, c).pixels.astype(np.float32) for c in cam_names[seq.subject]]
             pos2d.setdefault(seq.subject, {})[seq.action] = views
         paths["gt"] = out_dir / f"data_2d_{name}_gt.npz"
         _savez(paths["gt"], positions_2d=pos2d, metadata=dict(meta2d, source="gt"))

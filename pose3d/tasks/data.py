@@ -16,9 +16,10 @@ from pose3d.data import h36m
 from pose3d.data.contracts import read_detections
 from pose3d.data.crops import extract_crops
 from pose3d.data.export import export_vp3d
-from pose3d.data.io import (DataError, atomic_dir, load_cameras, read_mocap, save_cameras, write_metrics,
+from pose3d.data.io import (DataError, atomic_dir, save_cameras, write_metrics,
                             write_mocap)
 from pose3d.data.studio import dataset
+from pose3d.data.views import GroundTruth
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,8 @@ def run_extract_stage(s, paths, tracker) -> str:
 
 def run_export_vp3d(s, paths, tracker) -> str:
     """Write mocap.h5 + cameras.json (+ detections) in VideoPose3D's npz layout."""
-    seqs = read_mocap(paths.mocap, split=paths.split)
-    cams = load_cameras(paths.cameras)
+    truth = GroundTruth.load(paths.mocap, paths.cameras, split=paths.split)
     det = read_detections(paths.detections) if paths.detections else None
-    out = export_vp3d(paths.out_dir, paths.name, seqs, cams, detections=det,
+    out = export_vp3d(paths.out_dir, paths.name, truth, detections=det,
                       detections_source=paths.detections_source, joints=paths.joints)
     return "wrote " + ", ".join(f"{p} ({kind})" for kind, p in out.items())

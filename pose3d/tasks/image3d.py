@@ -35,22 +35,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 
 from pose3d.data.contracts import write_predictions
-from pose3d.data.crops import apply_affine, invert_affine, normalize_images, read_crop_index, read_crops
-from pose3d.runtime import params
-from pose3d.data.io import DataError, file_digest, load_cameras, read_mocap, write_metrics
+from pose3d.data.crops import (apply_affine, invert_affine, normalize_images, read_crop_index, read_crops,
+                               resize_crops)
+from pose3d.data.io import DataError, file_digest, write_metrics
+from pose3d.data.views import GroundTruth
 from pose3d.geometry.camera import pixels_to_normalized, undistort_points, world_to_camera
 from pose3d.geometry.shapes import check_shape
 from pose3d.heatmaps import crop_to_heatmap, decode, gaussian_targets, heatmap_to_crop, weighted_mse
 from pose3d.metrics import mpjpe, pa_mpjpe
 from pose3d.models.hg3d import HG3D, HG3DConfig, read_depth
-from pose3d.skeleton import BONES, FLIP_PERM, JOINT_NAMES, ROOT, bone_group, bone_lengths
+from pose3d.runtime import params
 from pose3d.runtime.train import LazyBatches, Trainer, TrainConfig, adam, load_state, save_model
+from pose3d.skeleton import BONES, FLIP_PERM, JOINT_NAMES, ROOT, bone_group, bone_lengths
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,6 @@ def load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size: int, 
     """Read the extract stage's crops and the studio's mocap/cameras for ``subjects`` (None =
     all; with ``include_test`` every test-split crop too), keeping every ``frame_stride``-th
     training crop; resize crops to ``input_size``."""
-
-
     index = read_crop_index(crops_parquet)
     test = (index.keys["split"] == "test").to_numpy()
     keep = np.ones(len(index), bool)
@@ -257,32 +256,18 @@ def load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size: int, 
     if len(index) == 0:
         raise DataError(f"{crops_parquet}: no crops for subjects {subjects}")
     S = index.crop_size
-    crops = read_crops(crops_h5, index.keys["index"].to_numpy())
-    if S != input_size:
-        interp = cv2.INTER_AREA if S > input_size else cv2.INTER_LINEAR
-        crops = np.stack([cv2.resize(c, (input_size, input_size), interpolation=interp) for c in crops])
+    crops = resize_crops(read_crops(crops_h5, index.keys["index"].to_numpy()), input_size)
     M = _resize_affine(S, input_size)
     A = index.crop_to_image.astype(np.float64)  # (N, 2, 3) crop px -> image px
     c2i = np.concatenate([A[..., :2] @ M[:, :2], A[..., :2] @ M[:, 2:] + A[..., 2:]], -1)
     joints_in = apply_affine(invert_affine(c2i), index.gt_2d.astype(np.float64))
     joints_hm = crop_to_heatmap(torch.from_numpy(joints_in), stride).numpy()
 
-    cams = load_cameras(cameras_json)
-    wanted = sorted(set(index.keys["subject"]))
-    seqs = {(s.subject, s.action): s.positions_world for s in read_mocap(mocap_h5, subjects=wanted)}
-    N, J = len(index), index.gt_2d.shape[1]
-    x_world = np.full((N, J, 3), np.nan)
-    K = np.zeros((N, 3, 3)); R = np.zeros((N, 3, 3)); t = np.zeros((N, 3)); dist = np.zeros((N, 5))
     keys = index.keys
-    for (subj, act, cam), grp in keys.groupby(["subject", "action", "camera"], sort=False):
-        rows = grp.index.to_numpy()
-        if (subj, act) not in seqs:
-            raise DataError(f"{mocap_h5}: no sequence {subj}/{act} for the crops")
-        if subj not in cams or cam not in cams[subj]:
-            raise DataError(f"{cameras_json}: no camera {subj}/{cam}")
-        c = cams[subj][cam]
-        x_world[rows] = seqs[(subj, act)][grp["frame"].to_numpy()]
-        K[rows], R[rows], t[rows], dist[rows] = c.K, c.R, c.t, c.dist
+    gt = GroundTruth.load(mocap_h5, cameras_json, subjects=sorted(set(keys["subject"])))
+    x_world = gt.world(keys, crops_parquet)
+    cams = gt.camera_arrays(keys["subject"], keys["camera"])
+    K, R, t, dist = cams["K"], cams["R"], cams["t"], cams["dist"]
     x_cam = world_to_camera(torch.from_numpy(x_world), torch.from_numpy(R), torch.from_numpy(t))
     Kt, dt = torch.from_numpy(K), torch.from_numpy(dist)
     k = depth_unit(torch.from_numpy(c2i), Kt, stride)

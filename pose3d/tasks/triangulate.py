@@ -33,8 +33,8 @@ import torch
 
 from pose3d.confidence import ScoreCalibration, fit_score_calibration, score_error_spearman
 from pose3d.data.contracts import read_detections, write_predictions
-from pose3d.data.io import DataError, load_cameras, read_mocap, write_metrics
-from pose3d.geometry.camera import project, stack_cameras
+from pose3d.data.io import DataError, read_mocap, write_metrics
+from pose3d.data.views import GroundTruth, MultiView
 from pose3d.geometry.procrustes import align_similarity
 from pose3d.geometry.probabilistic import probabilistic_triangulate, stature
 from pose3d.geometry.rotations import rotation_angle_deg
@@ -51,79 +51,65 @@ J = len(JOINT_NAMES)
 
 @dataclass
 class SubjectViews:
-    """All frames of one subject's sequences, grouped by view.
+    """One subject's 2D in every view beside its ground truth (:class:`pose3d.data.views.MultiView`:
+    world poses, their projections, the stacked cameras, actions, frames, fps).
 
-    points_px (T, V, J, 2) float64 (NaN = missing), scores (T, V, J) or None, gt (T, J, 3) metres,
-    keys: T (action, frame) pairs, cameras: dict of (V, ...) tensors, camera_names (V,),
-    fps: frame rate per action.
+    points_px (T, V, J, 2) float64: the 2D that is triangulated (NaN = missing); scores
+    (T, V, J) or None (ground-truth input).
     """
-    subject: str
+    truth: MultiView
     points_px: torch.Tensor
     scores: torch.Tensor | None
-    gt: torch.Tensor
-    actions: list[str]
-    frames: np.ndarray
-    cameras: dict[str, torch.Tensor]
-    camera_names: list[str]
-    fps: dict[str, float]
 
 
 def load_views(mocap: str, cameras: str, detections: str | None, source: str, noise_px: float,
                split: str, seed: int = 0) -> list[SubjectViews]:
-    """Read ground truth + 2D (detections, or GT projected plus ``noise_px`` Gaussian noise)."""
-    seqs = read_mocap(mocap, split=None if split == "all" else split)
-    if not seqs:
-        raise DataError(f"{mocap}: no sequences with split {split!r}")
-    cams_all = load_cameras(cameras)
+    """Ground truth + 2D (detections, or GT projected plus ``noise_px`` Gaussian noise)."""
+    gt = GroundTruth.load(mocap, cameras, split=None if split == "all" else split)
     det = None
     if source == "detections":
         if not detections:
             raise DataError("triangulate.input = detections but no --detections file was given")
-        d = read_detections(detections)
-        det = {"df": d.keys, "kp": d.keypoints, "sc": d.scores}
+        det = read_detections(detections)
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for subject in sorted({s.subject for s in seqs}):
-        if subject not in cams_all:
-            raise DataError(f"{cameras}: no cameras for subject {subject}")
-        names = list(cams_all[subject])
-        cams = stack_cameras([cams_all[subject][c] for c in names])
-        sub = [s for s in seqs if s.subject == subject]
-        gt = torch.as_tensor(np.concatenate([s.positions_world for s in sub]), dtype=torch.float64)
-        actions = [s.action for s in sub for _ in range(len(s.positions_world))]
-        frames = np.concatenate([np.arange(len(s.positions_world)) for s in sub])
-        T, V = gt.shape[0], len(names)
+    for subject in sorted(gt.subjects):
+        mv = gt.multiview(subject)
         if det is None:
-            uv = project(gt.unsqueeze(-3), cams["K"], cams["dist"], cams["R"], cams["t"])  # (T, V, J, 2)
+            uv = mv.pixels
             if noise_px > 0:
                 uv = uv + noise_px * torch.randn(uv.shape, generator=gen, dtype=uv.dtype)
-            scores = None
+            out.append(SubjectViews(mv, uv, None))
         else:
-            df = det["df"]
-            offset = {}
-            o = 0
-            for s in sub:
-                offset[s.action] = (o, len(s.positions_world))
-                o += len(s.positions_world)
-            m = (df["subject"] == subject).to_numpy()
-            d = df[m]
-            act_off = d["action"].map(lambda a: offset.get(a, (-1, 0))[0]).to_numpy()
-            act_len = d["action"].map(lambda a: offset.get(a, (-1, 0))[1]).to_numpy()
-            fr = d["frame"].to_numpy()
-            cam_idx = d["camera"].map({c: i for i, c in enumerate(names)}).to_numpy()
-            ok = (act_off >= 0) & (fr >= 0) & (fr < act_len) & ~np.isnan(cam_idx.astype(float))
-            if not ok.any():
-                raise DataError(f"{detections}: no detections for subject {subject}")
-            rows = (act_off + fr)[ok]
-            ci = cam_idx[ok].astype(int)
-            uv_np = np.full((T, V, J, 2), np.nan)
-            sc_np = np.zeros((T, V, J))
-            uv_np[rows, ci] = det["kp"][m][ok]
-            sc_np[rows, ci] = det["sc"][m][ok]
-            uv, scores = torch.as_tensor(uv_np), torch.as_tensor(sc_np)
-        out.append(SubjectViews(subject, uv, scores, gt, actions, frames, cams, names,
-                                {s.action: float(s.fps) for s in sub}))
+            out.append(SubjectViews(mv, *_detections_in_views(det, gt, mv)))
     return out
+
+
+def _detections_in_views(det, gt: GroundTruth, mv: MultiView) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``det`` for ``mv``'s subject -> points (T, V, J, 2) and scores (T, V, J);
+    NaN / 0 where a frame or view has no detection."""
+    offset, o = {}, 0
+    for s in gt.of_subject(mv.subject):
+        offset[s.action] = (o, len(s.positions_world))
+        o += len(s.positions_world)
+    df = det.keys
+    m = (df["subject"] == mv.subject).to_numpy()
+    d = df[m]
+    act_off = d["action"].map(lambda a: offset.get(a, (-1, 0))[0]).to_numpy()
+    act_len = d["action"].map(lambda a: offset.get(a, (-1, 0))[1]).to_numpy()
+    fr = d["frame"].to_numpy()
+    cam_idx = d["camera"].map({c: i for i, c in enumerate(mv.camera_names)}).to_numpy()
+    ok = (act_off >= 0) & (fr >= 0) & (fr < act_len) & ~np.isnan(cam_idx.astype(float))
+    if not ok.any():
+        raise DataError(f"{det.path}: no detections for subject {mv.subject}")
+    rows = (act_off + fr)[ok]
+    ci = cam_idx[ok].astype(int)
+    T, V = mv.pixels.shape[:2]
+    uv = np.full((T, V, J, 2), np.nan)
+    sc = np.zeros((T, V, J))
+    uv[rows, ci] = det.keypoints[m][ok]
+    sc[rows, ci] = det.scores[m][ok]
+    return torch.as_tensor(uv), torch.as_tensor(sc)
 
 
 @dataclass
@@ -143,9 +129,7 @@ def train_detector_errors(mocap: str, cameras: str, detections: str, score_thres
     subject, so thresholds and calibrations fitted on it do not see the test detections."""
     errs, scs = [], []
     for sv in load_views(mocap, cameras, detections, "detections", 0.0, "train"):
-        c = sv.cameras
-        proj = project(sv.gt.unsqueeze(-3), c["K"], c["dist"], c["R"], c["t"])  # (T, V, J, 2)
-        e = (proj - sv.points_px).norm(dim=-1)
+        e = (sv.truth.pixels - sv.points_px).norm(dim=-1)
         keep = torch.isfinite(e) & torch.isfinite(sv.scores) & (sv.scores >= score_threshold)
         nan = torch.full_like(e, float("nan"))
         errs.append(torch.where(keep, e, nan).reshape(-1, J).numpy())
@@ -260,7 +244,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
     for sv in subjects:
         uv = sv.points_px.to(device)
         sc = sv.scores.to(device) if sv.scores is not None else None
-        cams = {k: v.to(device) for k, v in sv.cameras.items()}
+        cams = {k: v.to(device) for k, v in sv.truth.cameras.items()}
         ts = time.perf_counter()
         if method in ("algebraic", "ransac"):
             thr = p.score_threshold
@@ -280,16 +264,16 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                 n_swapped_views += int(res.swapped.sum())
             X = res.points_3d.cpu()
             reproj.append(res.reprojection_error_px.cpu().flatten())
-            gt = sv.gt
+            gt = sv.truth.world
         else:
-            ref = sv.camera_names.index(p.prob_reference_camera) if p.prob_reference_camera else 0
-            if p.prob_reference_camera and p.prob_reference_camera not in sv.camera_names:
+            ref = sv.truth.camera_names.index(p.prob_reference_camera) if p.prob_reference_camera else 0
+            if p.prob_reference_camera and p.prob_reference_camera not in sv.truth.camera_names:
                 raise DataError(f"triangulate.prob_reference_camera = {p.prob_reference_camera!r}: "
-                                f"not a camera of {sv.subject} ({sv.camera_names})")
-            R_ref, t_ref = sv.cameras["R"][ref], sv.cameras["t"][ref]
-            gt = sv.gt @ R_ref.T + t_ref  # ground truth in the reference camera's frame
-            R_true = sv.cameras["R"] @ R_ref.T
-            t_true = sv.cameras["t"] - (R_true @ t_ref.unsqueeze(-1)).squeeze(-1)
+                                f"not a camera of {sv.truth.subject} ({sv.truth.camera_names})")
+            R_ref, t_ref = sv.truth.cameras["R"][ref], sv.truth.cameras["t"][ref]
+            gt = sv.truth.world @ R_ref.T + t_ref  # ground truth in the reference camera's frame
+            R_true = sv.truth.cameras["R"] @ R_ref.T
+            t_true = sv.truth.cameras["t"] - (R_true @ t_ref.unsqueeze(-1)).squeeze(-1)
             T = uv.shape[0]
             W = p.prob_window if p.prob_window > 0 else T
             Xs = []
@@ -304,7 +288,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                     stature_m=stature_m, refine=p.refine, seed=seed + w0)
                 Xw = r.points_3d.cpu()
                 Xs.append(Xw)
-                others = [v for v in range(len(sv.camera_names)) if v != ref]
+                others = [v for v in range(len(sv.truth.camera_names)) if v != ref]
                 R_est, t_est = r.R.cpu(), r.t.cpu()
                 cam_metrics["rotation_error_deg"] += rotation_angle_deg(R_est[others], R_true[others]).tolist()
                 cos = torch.nn.functional.cosine_similarity(t_est[others], t_true[others], dim=-1)
@@ -315,24 +299,24 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                 if ok.any():  # MPJPE after one similarity alignment for the whole window
                     A = align_similarity(Xw[ok].reshape(1, -1, 3), gt[sl][ok].reshape(1, -1, 3))
                     sim_err.append((A[0] - gt[sl][ok]).norm(dim=-1))
-                cam_est.setdefault(sv.subject, []).append({
+                cam_est.setdefault(sv.truth.subject, []).append({
                     "frames": [int(sl.start), int(sl.stop)], "iterations": r.iterations,
                     "cost_px": r.cost_px, "scale": r.scale,
                     "cameras": {n: {"R": R_est[i].tolist(), "t": t_est[i].tolist()}
-                                for i, n in enumerate(sv.camera_names)}})
+                                for i, n in enumerate(sv.truth.camera_names)}})
             X = torch.cat(Xs)
         t_solve += time.perf_counter() - ts
         n_points += X.shape[0] * X.shape[1]
         preds.append(X)
         gts.append(gt)
-        cols["subject"] += [sv.subject] * len(X)
-        cols["action"] += sv.actions
+        cols["subject"] += [sv.truth.subject] * len(X)
+        cols["action"] += sv.truth.actions
         cols["camera"] += [""] * len(X)
-        cols["frame"] += sv.frames.tolist()
+        cols["frame"] += sv.truth.frames.tolist()
     pred, gt = torch.cat(preds), torch.cat(gts)
     metrics = _pose_metrics(pred, gt)
     if p.smooth_cutoff_hz > 0:
-        fps = {(sv.subject, a): f for sv in subjects for a, f in sv.fps.items()}
+        fps = {(sv.truth.subject, a): f for sv in subjects for a, f in sv.truth.fps.items()}
         smoothed = smooth_sequences(pred, cols["subject"], cols["action"], fps, p.smooth_cutoff_hz, p.smooth_order)
         sm = _pose_metrics(smoothed, gt)
         metrics.update({f"smoothed_{k}": sm[k] for k in ("mpjpe_mm", "abs_mpjpe_mm", "pa_mpjpe_mm")})
@@ -350,8 +334,8 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
         metrics.update({k: float(np.mean(v)) for k, v in cam_metrics.items()})
         metrics["rotation_error_max_deg"] = float(np.max(cam_metrics["rotation_error_deg"]))
         metrics["sim_mpjpe_mm"] = 1000 * float(torch.cat(sim_err).mean()) if sim_err else float("nan")
-        ref_names = {sv.subject: (p.prob_reference_camera or sv.camera_names[0]) for sv in subjects}
-        meta.update({"reference_camera": ref_names[subjects[0].subject] if len(set(ref_names.values())) == 1
+        ref_names = {sv.truth.subject: (p.prob_reference_camera or sv.truth.camera_names[0]) for sv in subjects}
+        meta.update({"reference_camera": ref_names[subjects[0].truth.subject] if len(set(ref_names.values())) == 1
                      else ref_names, "estimated_cameras": cam_est})
     write_predictions(out, cols, pred.numpy(), method=f"triangulate_{method}",
                       coord_frame="reference_camera" if method == "probabilistic" else "world",

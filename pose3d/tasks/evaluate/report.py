@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 
 from pose3d.data.contracts import read_detections
-from pose3d.data.io import DataError, atomic_path, load_cameras, read_mocap, video_path, write_json
+from pose3d.data.io import DataError, atomic_path, video_path, write_json
+from pose3d.data.views import GroundTruth
 from pose3d.skeleton import JOINT_NAMES, NUM_JOINTS
-from pose3d.tasks.evaluate.scoring import (PUBLISHED, GroundTruth, MethodResult, data_summary, evaluate_files,
+from pose3d.tasks.evaluate.scoring import (PUBLISHED, MethodResult, data_summary, evaluate_files,
                                            metrics_json, pck_key, per_action_table, per_joint_table)
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[s
     """
     from pose3d import viz  # matplotlib only when pictures are drawn
 
-    gt = GroundTruth(read_mocap(mocap), load_cameras(cameras))
+    gt = GroundTruth.load(mocap, cameras)
     results = evaluate_files(predictions, gt, split=split, pck_threshold=pck_threshold,
                              auc_max=auc_max, auc_steps=auc_steps, joint_subset=joint_subset,
                              subset_name=subset_name, device=device)
@@ -330,10 +331,9 @@ def _detections_figure(viz, gt: GroundTruth, detections, videos_dir, subject: st
         kp, scores = None, None
         note.append("no detections: ground truth projection")
     cams = gt.cameras.get(subject, {})
-    cam = cams.get(camera) or (next(iter(cams.values())) if cams else None)
-    gt_kp = None
-    if cam is not None:
-        gt_kp = cam.project(gt.sequence(subject, action).positions_world[frame].astype(np.float64))
+    cam_name = camera if camera in cams else next(iter(cams), None)
+    cam = cams[cam_name] if cam_name is not None else None
+    gt_kp = gt.view(gt.sequence(subject, action), cam_name).pixels[frame] if cam is not None else None
     img = None
     if videos_dir is not None and cam is not None:
         try:

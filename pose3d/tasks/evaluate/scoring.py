@@ -4,8 +4,9 @@ One entry point per step, each a plain function over arrays and tables:
 
 * :func:`pose3d.data.contracts.read_predictions` reads ``data/predictions/<method>.parquet``
   (the contract is documented there) with joints in H36M-17 order.
-* :class:`GroundTruth` joins rows to ``mocap.h5`` by (subject, action, frame) and, for
-  camera-frame tables, maps the world poses into that camera (``x_cam = R x_world + t``).
+* :class:`pose3d.data.views.GroundTruth` joins rows to ``mocap.h5`` by (subject, action,
+  frame) and, for camera-frame tables, maps the world poses into that camera
+  (``x_cam = R x_world + t``).
 * :func:`evaluate_predictions` computes, per row and batched in torch, MPJPE (protocol 1,
   root-aligned), P-MPJPE (protocol 2, similarity Procrustes), N-MPJPE (root + scale), PCK3D
   at 150 mm and its AUC over 0..150 mm; per joint (protocol 1 and 2); and MPJVE over pairs of
@@ -43,7 +44,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence as Seq
+from typing import Sequence as Seq
 
 import numpy as np
 import pandas as pd
@@ -51,8 +52,8 @@ import torch
 
 from pose3d import metrics
 from pose3d.data.contracts import Predictions, read_predictions
-from pose3d.data.io import DataError, Sequence
-from pose3d.geometry.camera import Camera, camera_to_world, world_to_camera
+from pose3d.data.io import DataError
+from pose3d.data.views import GroundTruth
 from pose3d.geometry.procrustes import apply_similarity, similarity_procrustes
 from pose3d.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS
 
@@ -77,96 +78,6 @@ PUBLISHED: dict[str, dict] = {
     "hg3d": {"p1_mm": None, "p2_mm": None,
              "source": "pose-hg-3d (Zhou et al. 2017); no number stated by the seed"},
 }
-
-
-# --------------------------------------------------------------------------- ground truth
-class GroundTruth:
-    """Ground-truth lookup by (subject, action, frame) over mocap sequences and cameras."""
-
-    def __init__(self, sequences: Seq[Sequence], cameras: Mapping[str, Mapping[str, Camera]]):
-        if not sequences:
-            raise DataError("ground truth: no sequences")
-        self.sequences = list(sequences)
-        self.cameras = cameras
-        offsets, off = [], 0
-        for s in self.sequences:
-            offsets.append(off)
-            off += s.positions_world.shape[0]
-        self.index = pd.DataFrame({
-            "subject": [s.subject for s in self.sequences],
-            "action": [s.action for s in self.sequences],
-            "offset": np.asarray(offsets, np.int64),
-            "length": np.asarray([s.positions_world.shape[0] for s in self.sequences], np.int64),
-            "split": [s.split for s in self.sequences],
-            "fps": [s.fps for s in self.sequences],
-        })
-        self.positions = np.concatenate([s.positions_world for s in self.sequences]).astype(np.float64)
-
-    def sequence(self, subject: str, action: str) -> Sequence:
-        for s in self.sequences:
-            if s.subject == subject and s.action == action:
-                return s
-        raise KeyError(f"{subject}/{action}")
-
-    def _rows(self, keys: pd.DataFrame, where: str) -> pd.DataFrame:
-        """keys -> keys + offset/length/split, erroring on unknown sequences or frames."""
-        m = keys[["subject", "action"]].merge(self.index, on=["subject", "action"], how="left")
-        unknown = m["offset"].isna()
-        if unknown.any():
-            pairs = m.loc[unknown, ["subject", "action"]].itertuples(index=False)
-            bad = sorted({f"{a}/{b}" for a, b in pairs})
-            raise DataError(f"{where}: {int(unknown.sum())} rows name sequences absent from the "
-                            f"ground truth: {bad[:5]}")
-        frames = keys["frame"].to_numpy()
-        out = (frames < 0) | (frames >= m["length"].to_numpy())
-        if out.any():
-            i = int(np.flatnonzero(out)[0])
-            raise DataError(f"{where}: {int(out.sum())} rows have frames outside their sequence, e.g. "
-                            f"{keys.iloc[i].to_dict()} (length {int(m['length'].iloc[i])})")
-        return m
-
-    def split_of(self, keys: pd.DataFrame, where: str = "keys") -> np.ndarray:
-        return self._rows(keys, where)["split"].to_numpy().astype(str)
-
-    def world(self, keys: pd.DataFrame, where: str = "keys") -> np.ndarray:
-        """World poses (N, J, 3) metres for rows (subject, action, frame)."""
-        m = self._rows(keys, where)
-        return self.positions[m["offset"].to_numpy(np.int64) + keys["frame"].to_numpy(np.int64)]
-
-    def extrinsics(self, subjects: Iterable[str], cams: Iterable[str], where: str = "keys"
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """R (N, 3, 3), t (N, 3) for each row's (subject, camera)."""
-        pairs = pd.DataFrame({"subject": list(subjects), "camera": list(cams)})
-        uniq = pairs.drop_duplicates().reset_index(drop=True)
-        Rs, ts = [], []
-        for s, c in uniq.itertuples(index=False):  # a few (subject, camera) pairs, not frames
-            cam = self.cameras.get(s, {}).get(c)
-            if cam is None:
-                raise DataError(f"{where}: no calibration for camera {c!r} of subject {s!r} "
-                                f"(cameras.json has {sorted(self.cameras.get(s, {}))})")
-            Rs.append(cam.R)
-            ts.append(cam.t)
-        code = pairs.merge(uniq.reset_index(), on=["subject", "camera"], how="left")["index"].to_numpy()
-        return np.stack(Rs)[code], np.stack(ts)[code]
-
-    def target(self, preds: Predictions, keys: pd.DataFrame | None = None) -> np.ndarray:
-        """Ground truth (N, J, 3) in the frame of ``preds`` for its rows ``keys``."""
-        keys = preds.keys if keys is None else keys
-        where = str(preds.path)
-        xw = self.world(keys, where)
-        if preds.coord_frame == "world":
-            return xw
-        cams = keys["camera"] if preds.coord_frame == "camera" else [preds.reference_camera] * len(keys)
-        R, t = self.extrinsics(keys["subject"], cams, where)
-        return world_to_camera(torch.from_numpy(xw), torch.from_numpy(R), torch.from_numpy(t)).numpy()
-
-    def to_world(self, preds: Predictions, x: np.ndarray, keys: pd.DataFrame) -> np.ndarray:
-        """Poses (N, J, 3) in the frame of ``preds`` -> world frame (for pictures)."""
-        if preds.coord_frame == "world":
-            return x
-        cams = keys["camera"] if preds.coord_frame == "camera" else [preds.reference_camera] * len(keys)
-        R, t = self.extrinsics(keys["subject"], cams, str(preds.path))
-        return camera_to_world(torch.from_numpy(x).double(), torch.from_numpy(R), torch.from_numpy(t)).numpy()
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from pose3d.data.contracts import read_detections
-from pose3d.data.io import DataError, load_cameras, read_mocap
-from pose3d.geometry.camera import normalize_screen, project_camera, world_to_camera
+from pose3d.data.io import DataError, read_mocap
+from pose3d.data.views import GroundTruth
+from pose3d.geometry.camera import normalize_screen, project_camera
 from pose3d.geometry.rotations import rotation_about_axis
 from pose3d.skeleton import FLIP_PERM, JOINT_INDEX, NUM_JOINTS, ROOT, flip_poses
 
@@ -95,11 +96,6 @@ def vertical_axis(pos_world: np.ndarray) -> np.ndarray:
     return up
 
 
-def _project(pos_cam: np.ndarray, K: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    return project_camera(torch.from_numpy(pos_cam).double(), torch.from_numpy(K).double(),
-                          torch.from_numpy(dist).double()).numpy().astype(np.float32)
-
-
 def build_frames(mocap_path, cameras_path, *, input_2d: str = "gt", noise_px: float = 0.0,
                  detections_path=None, subjects=None, seed: int = 0) -> FrameSet:
     """Every (subject, action, camera) of ``mocap.h5`` x ``cameras.json`` as a FrameSet.
@@ -107,49 +103,41 @@ def build_frames(mocap_path, cameras_path, *, input_2d: str = "gt", noise_px: fl
     ``input_2d = "detections"`` takes the 2D from the detections parquet (every frame must be
     there; errors name the missing sequence); ``"gt"`` uses the projection + N(0, noise_px).
     """
-    seqs = read_mocap(mocap_path, subjects=subjects)
-    if not seqs:
-        raise DataError(f"{mocap_path}: no sequences" + (f" for subjects {subjects}" if subjects else ""))
-    cams = load_cameras(cameras_path)
+    gt = GroundTruth.load(mocap_path, cameras_path, subjects=subjects)
     dets = read_detections(detections_path) if input_2d == "detections" else None
     det_rows = dets.sequences() if dets is not None else None
     rng = np.random.default_rng([seed, 7])
-    cols = {k: [] for k in ("subject", "action", "camera", "len", "pw", "pc", "uvg", "uv", "K",
-                            "dist", "R", "t", "wh")}
-    for s in seqs:
-        if s.subject not in cams:
-            raise DataError(f"{cameras_path}: no cameras for subject {s.subject!r}")
-        for cname, cam in cams[s.subject].items():
-            pw = s.positions_world.astype(np.float64)
-            pc = world_to_camera(torch.from_numpy(pw), torch.from_numpy(cam.R),
-                                 torch.from_numpy(cam.t)).numpy()
-            uvg = _project(pc, cam.K, cam.dist)
+    views, uvs = [], []
+    for s in gt.sequences:
+        for cname in gt.cameras_of(s.subject):
+            v = gt.view(s, cname)
+            uvg = v.pixels.astype(np.float32)
             if dets is not None:
                 key = (s.subject, s.action, cname)
                 if key not in det_rows:
                     raise DataError(f"{detections_path}: no detections for {'/'.join(key)}")
                 rows = det_rows[key]
                 frames = dets.keys["frame"].to_numpy()[rows]
-                if len(frames) != len(pw) or not np.array_equal(frames, np.arange(len(pw))):
+                if len(frames) != len(uvg) or not np.array_equal(frames, np.arange(len(uvg))):
                     raise DataError(f"{detections_path}: {'/'.join(key)} has {len(frames)} frames, "
-                                    f"mocap has {len(pw)}")
+                                    f"mocap has {len(uvg)}")
                 uv = dets.keypoints[rows].astype(np.float32)
             else:
                 uv = uvg + (rng.normal(0, noise_px, uvg.shape).astype(np.float32) if noise_px > 0 else 0)
-            for k, v in (("subject", s.subject), ("action", s.action), ("camera", cname),
-                         ("len", len(pw)), ("pw", pw.astype(np.float32)), ("pc", pc.astype(np.float32)),
-                         ("uvg", uvg), ("uv", uv), ("K", cam.K), ("dist", cam.dist), ("R", cam.R),
-                         ("t", cam.t), ("wh", (cam.width, cam.height))):
-                cols[k].append(v)
-    lengths = np.asarray(cols["len"], np.int64)
+            views.append(v)
+            uvs.append(uv)
+    lengths = np.asarray([len(v.world) for v in views], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    pos_world = np.concatenate(cols["pw"])
-    return FrameSet(cols["subject"], cols["action"], cols["camera"], starts, lengths, pos_world,
-                    np.concatenate(cols["pc"]), np.concatenate(cols["uvg"]),
-                    np.concatenate(cols["uv"]).astype(np.float32), np.stack(cols["K"]),
-                    np.stack(cols["dist"]), np.stack(cols["R"]), np.stack(cols["t"]),
-                    np.asarray(cols["wh"], np.float64), np.repeat(np.arange(len(lengths)), lengths),
-                    vertical_axis(pos_world))
+    pos_world = np.concatenate([v.world for v in views]).astype(np.float32)
+    return FrameSet([v.sequence.subject for v in views], [v.sequence.action for v in views],
+                    [v.camera_name for v in views], starts, lengths, pos_world,
+                    np.concatenate([v.cam for v in views]).astype(np.float32),
+                    np.concatenate([v.pixels for v in views]).astype(np.float32),
+                    np.concatenate(uvs).astype(np.float32), np.stack([v.camera.K for v in views]),
+                    np.stack([v.camera.dist for v in views]), np.stack([v.camera.R for v in views]),
+                    np.stack([v.camera.t for v in views]),
+                    np.asarray([(v.camera.width, v.camera.height) for v in views], np.float64),
+                    np.repeat(np.arange(len(lengths)), lengths), vertical_axis(pos_world))
 
 
 def split_of(mocap_path, split: str) -> list[str]:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pose3d.data.io import DataError
+from pose3d.runtime import train as train_mod
 from pose3d.runtime.train import Trainer, TrainConfig, load_state, resolve_device, save_model
 
 
@@ -81,6 +82,17 @@ def test_fingerprint_mismatch_restarts(tmp_path):
     t2, _ = _make(tmp_path, epochs=2)
     assert t2.try_resume("other") == 0
     assert t2.try_resume("fp1") == 2
+
+
+def test_checkpoint_of_other_code_restarts(tmp_path, monkeypatch):
+    """A finished checkpoint is not resumed once the package's code changed (a fix must retrain)."""
+    x, y = _problem()
+    t1, _ = _make(tmp_path, epochs=2)
+    _fit(t1, x, y)
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["code"] == train_mod.code_digest()
+    monkeypatch.setattr(train_mod, "code_digest", lambda: "edited")
+    t2, _ = _make(tmp_path, epochs=2)
+    assert t2.try_resume("fp1") == 0
 
 
 def test_non_finite_loss_is_an_error(tmp_path):

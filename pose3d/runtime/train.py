@@ -13,9 +13,11 @@ several optimiser steps inside theirs but reuse the loop, the checkpointing and 
 * ``evaluate(ctx, epoch) -> dict`` runs under ``torch.no_grad()`` with modules in eval mode.
 
 Every epoch ends with an atomic checkpoint (loadable with ``weights_only=True``), a CSV row
-and MLflow metrics. A run whose checkpoint carries the same ``fingerprint`` resumes after
-the last finished epoch; torch's RNG is re-seeded per epoch from ``(seed, epoch)`` so the
-resumed epochs are identical to uninterrupted ones.
+and MLflow metrics. A run whose checkpoint carries the same ``fingerprint`` (the caller's:
+params + input files) and was written by the same code (:func:`code_digest` of the pose3d
+package) resumes after the last finished epoch; any other checkpoint is ignored, so a code
+change retrains instead of resuming a model the old code finished. torch's RNG is re-seeded per
+epoch from ``(seed, epoch)`` so the resumed epochs are identical to uninterrupted ones.
 
 Precision: CUDA uses autocast (bf16 where supported, else fp16 with a GradScaler);
 on the CPU ``cpu_precision="auto"`` uses bf16 autocast only where the CPU has native bf16
@@ -29,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
+import hashlib
 import io
 import json
 import logging
@@ -103,6 +107,17 @@ def adam(params, **kw) -> torch.optim.Adam:
     53 ms per step on 4M parameters, 9 vs 40 ms on ResNet-18 + head, one thread). Same update
     rule, different rounding; runs on CUDA and CPU alike."""
     return torch.optim.Adam(params, fused=True, **kw)
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 of the pose3d package's source (every .py and .cpp file, by relative path and
+    content): what a checkpoint must have been written by to be resumed."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".cpp") and p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 class LazyBatches:
@@ -222,6 +237,7 @@ class Trainer:
     def _state(self, epoch: int, fingerprint: str) -> dict:
         return {
             "fingerprint": fingerprint,
+            "code": code_digest(),
             "epoch": epoch,
             "modules": {n: m.state_dict() for n, m in self.modules.items()},
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
@@ -248,6 +264,9 @@ class Trainer:
             return 0
         if state.get("fingerprint") != fingerprint:
             log.info("%s: checkpoint is for other params; training from scratch", path)
+            return 0
+        if state.get("code") != code_digest():
+            log.info("%s: checkpoint was written by other code; training from scratch", path)
             return 0
         for n, m in self.modules.items():
             m.load_state_dict(state["modules"][n])

@@ -28,7 +28,7 @@ ARGS = {"--model": dict(required=True, choices=sorted(LIFTERS)),
 
 def main(argv=None) -> int:
     return cli.run_stage(__doc__, lambda a: a.model, ARGS, pipeline.run_stage, argv=argv,
-                         name=lambda a: f"lift@{a.model}")
+                         name=lambda a: f"lift@{a.model}", torchrun=__file__)
 
 
 if __name__ == "__main__":

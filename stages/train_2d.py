@@ -19,7 +19,8 @@ ARGS = {"--crops-h5": dict(required=True),
 
 
 def main(argv=None) -> int:
-    return cli.run_stage(__doc__, "pose2d", ARGS, pose2d.run_train_stage, argv=argv, name="train_2d")
+    return cli.run_stage(__doc__, "pose2d", ARGS, pose2d.run_train_stage, argv=argv, name="train_2d",
+                         torchrun=__file__)
 
 
 if __name__ == "__main__":

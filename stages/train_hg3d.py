@@ -28,7 +28,8 @@ ARGS = {"--crops-h5": dict(required=True),
 
 
 def main(argv=None) -> int:
-    return cli.run_stage(__doc__, "hg3d", ARGS, image3d.run_stage, argv=argv, name="train_hg3d")
+    return cli.run_stage(__doc__, "hg3d", ARGS, image3d.run_stage, argv=argv, name="train_hg3d",
+                         torchrun=__file__)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pose3d.geometry.shapes import check_shape
+from pose3d.runtime.distributed import rand_rows
 from pose3d.models.martinez import _insert_root
 from pose3d.skeleton import NUM_JOINTS, ROOT, incidence_matrix
 
@@ -172,7 +173,9 @@ def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_we
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP: E[(||grad critic(x_hat)|| - 1)^2] on random interpolates of real and fake
     (same shape, any layout the critic accepts)."""
-    eps = torch.rand((len(real),) + (1,) * (real.dim() - 1), dtype=real.dtype, device=real.device)
+    # per-row random numbers through rand_rows: under DDP each rank gets its rows' share of the
+    # global batch's draw (one process: exactly torch.rand)
+    eps = rand_rows(len(real), *(1,) * (real.dim() - 1), dtype=real.dtype, device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     score = critic(x_hat)
     (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)

@@ -12,6 +12,11 @@ KILLED), opens the MLflow run (params logged as ``section.key``; the dataset of 
 ``--cameras`` logged as an input) and calls ``body(setup, args, run)``, which returns the line
 to log.
 
+Training stages pass ``torchrun=__file__``: with ``base.nproc > 1`` the stage re-launches itself
+as that many processes under ``torch.distributed.run`` (:mod:`pose3d.runtime.distributed`) and
+returns their exit status; each rank joins the process group, and only rank 0 removes stale
+outputs, opens the MLflow run and writes; the other ranks exit 0 after training.
+
 Errors: a params problem (unknown key, wrong type, out of range) or an unusable device exits 2
 before anything is read; a :class:`~pose3d.data.io.DataError` (bad or missing input, named in
 the message) is logged and exits 1, its MLflow run marked FAILED. Every output is written
@@ -22,13 +27,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 
-from pose3d.runtime import params, tracking
+from pose3d.runtime import distributed, params, tracking
 from pose3d.data.io import DataError, remove_stale_temporaries
 from pose3d.runtime.train import resolve_device
 
@@ -87,9 +93,10 @@ def _log_dataset(run: tracking.Run, stage: str, files: list[str | None]) -> bool
 def run_stage(doc: str, section: str | None | Callable[[argparse.Namespace], str],
               arguments: Mapping[str, Mapping[str, Any]], body: Body, *, argv=None,
               name: str | Callable[[argparse.Namespace], str] | None = None, device: bool = True,
-              track: bool = True) -> int:
+              track: bool = True, torchrun: str | None = None) -> int:
     """Run one stage (see the module docstring); returns the exit status. ``track=False``: a
-    tool outside the DAG (no MLflow run)."""
+    tool outside the DAG (no MLflow run). ``torchrun``: the stage script's path, for a training
+    stage that runs as ``base.nproc`` processes (DDP) when asked to."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     outputs = []
     for flag, kw in arguments.items():
@@ -102,6 +109,21 @@ def run_stage(doc: str, section: str | None | Callable[[argparse.Namespace], str
     section = section(a) if callable(section) else section
     stage = name(a) if callable(name) else (name or section)
     s = setup(section, a.params, device=device)
+    if torchrun is not None and distributed.should_launch(s.base.nproc):
+        return distributed.launch(torchrun, list(sys.argv[1:] if argv is None else argv), s.base.nproc)
+    joined = torchrun is not None and not distributed.active()  # a group this call creates
+    ddp = torchrun is not None and distributed.init(s.device)
+    try:
+        if ddp and not distributed.is_main():
+            return _follower_rank(stage, s, a, body)
+        return _run(stage, s, a, body, outputs, track)
+    finally:
+        if ddp and joined:
+            distributed.shutdown()
+
+
+def _run(stage: str, s: StageSetup, a: argparse.Namespace, body: Body, outputs: list[str], track: bool) -> int:
+    """The stage in one process (or rank 0 of several): stale outputs, the MLflow run, the body."""
     for dest in outputs:
         for p in [getattr(a, dest)] if isinstance(getattr(a, dest), str) else (getattr(a, dest) or []):
             for stale in remove_stale_temporaries(p):
@@ -118,3 +140,18 @@ def run_stage(doc: str, section: str | None | Callable[[argparse.Namespace], str
         return 1
     log.info("%s: %s", stage, summary)
     return 0
+
+
+def _follower_rank(stage: str, s: StageSetup, a: argparse.Namespace, body: Body) -> int:
+    """A rank other than 0 under torchrun: trains (no MLflow run, no files) and exits 0 when the
+    Trainer says training is over (:class:`~pose3d.runtime.distributed.RankDone`)."""
+    logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs for all
+    try:
+        body(s, a, tracking.Run())
+    except distributed.RankDone:
+        return 0
+    except (DataError, params.ParamsError) as e:
+        log.error("%s (rank %d): %s", stage, distributed.rank(), e)
+        return 1
+    log.error("%s: rank %d finished without training", stage, distributed.rank())
+    return 1

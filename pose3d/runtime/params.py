@@ -175,7 +175,13 @@ def as_flat_dict(obj, prefix: str = "") -> dict[str, Any]:
 def fingerprint(*objs) -> str:
     """A short stable hash of params dataclasses (used to decide if a checkpoint matches)."""
 
-    blob = json.dumps([dataclasses.asdict(o) for o in objs], sort_keys=True, default=str)
+    def fields(o) -> dict:
+        d = dataclasses.asdict(o)
+        for k in getattr(o, "_fingerprint_exclude", ()):
+            d.pop(k, None)
+        return d
+
+    blob = json.dumps([fields(o) for o in objs], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -205,9 +211,18 @@ class Base:
     num_threads: int = 0  # 0 = torch default
     mlflow: bool = True
     mlflow_experiment: str = "pose3d"
+    #: processes per training stage (train_2d, lift@*, train_hg3d): > 1 re-launches the stage
+    #: under torchrun with DistributedDataParallel (pose3d.runtime.distributed); batch sizes
+    #: stay global, so it changes the speed, not the results (up to float rounding)
+    nproc: int = 1
+
+    #: keys left out of checkpoint fingerprints (:func:`fingerprint`): how many processes train
+    #: does not change what is trained, so a run may resume with another count
+    _fingerprint_exclude = ("nproc",)
 
     def validate(self, p):
         require(self.num_threads >= 0, f"{p}.num_threads", self.num_threads, "must be >= 0")
+        require(self.nproc >= 1, f"{p}.nproc", self.nproc, "must be >= 1")
 
 
 # ------------------------------------------------------------------ lifters

@@ -174,10 +174,15 @@ def _launcher() -> psutil.Process | None:
 def pipeline_key() -> str | None:
     """What the stage processes of one pipeline execution share, or None (a stage run by hand):
     ``label:<POSE3D_PARENT_RUN>`` when that is set, else ``dvc:<host>:<pid>:<start time>`` of
-    the process that runs the DVC stage (``DVC_STAGE`` set)."""
+    the process that runs the DVC stage (``DVC_STAGE`` set). A stage that re-launched itself
+    under torchrun hands its own key to its ranks (``POSE3D_PIPELINE_KEY``): their parent
+    process is torchrun, not dvc."""
     label = os.environ.get("POSE3D_PARENT_RUN", "").strip()
     if label:
         return f"label:{label}"
+    handed = os.environ.get("POSE3D_PIPELINE_KEY", "").strip()
+    if handed:
+        return handed
     if not os.environ.get("DVC_STAGE"):
         return None
     p = _launcher()

@@ -19,6 +19,14 @@ package) resumes after the last finished epoch; any other checkpoint is ignored,
 change retrains instead of resuming a model the old code finished. torch's RNG is re-seeded per
 epoch from ``(seed, epoch)`` so the resumed epochs are identical to uninterrupted ones.
 
+Under ``torchrun`` (``WORLD_SIZE > 1``) the same loop trains data-parallel
+(:mod:`pose3d.runtime.distributed`): modules in DistributedDataParallel with synchronised
+BatchNorm, each global batch sliced by rank (``batches.shard(rank, world)`` when the epoch's
+iterable has it, else :func:`pose3d.runtime.distributed.shard_batch` of every batch), metrics
+averaged over the ranks, checkpoints, curves and MLflow on rank 0; ``evaluate`` runs on rank 0
+only, on the unwrapped modules. After the last epoch the other ranks raise
+:class:`pose3d.runtime.distributed.RankDone`. With one process nothing of this runs.
+
 Precision: CUDA uses autocast (bf16 where supported, else fp16 with a GradScaler);
 on the CPU ``cpu_precision="auto"`` uses bf16 autocast only where the CPU has native bf16
 (about 2x faster there; emulated bf16 is 2x *slower*; reports/benchmarks/pose2d.md), ``bf16`` asks for it
@@ -48,7 +56,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pose3d.runtime import tracking
+from pose3d.runtime import distributed, tracking
 from pose3d.data.io import DataError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -122,10 +130,15 @@ def code_digest() -> str:
 
 class LazyBatches:
     """A sized iterable of batches made on demand: ``make(i)`` for i in range(n) (what a
-    ``train_batches(epoch)`` returns, so that batches are built only when reached)."""
+    ``train_batches(epoch)`` returns, so that batches are built only when reached).
 
-    def __init__(self, n: int, make: Callable[[int], Any]):
-        self.n, self.make = n, make
+    ``split(batch, rank, world)``: a rank's slice of a global batch under DDP (default
+    :func:`pose3d.runtime.distributed.shard_batch`: every tensor cut along its first axis).
+    The whole batch is made on every rank, so that augmentation drawn from one sequential
+    generator per epoch gives each row what one process would have given it."""
+
+    def __init__(self, n: int, make: Callable[[int], Any], split: Callable[[Any, int, int], Any] | None = None):
+        self.n, self.make, self.split = n, make, split
 
     def __len__(self):
         return self.n
@@ -133,6 +146,24 @@ class LazyBatches:
     def __iter__(self):
         for i in range(self.n):
             yield self.make(i)
+
+    def shard(self, rank: int, world: int) -> "LazyBatches":
+        split = self.split or distributed.shard_batch
+        return LazyBatches(self.n, lambda i: split(self.make(i), rank, world))
+
+
+class _ShardedBatches:
+    """Any sized iterable of global batches -> this rank's slices."""
+
+    def __init__(self, batches: Iterable, rank: int, world: int):
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for b in self.batches:
+            yield distributed.shard_batch(b, self.rank, self.world)
 
 
 def seed_everything(seed: int) -> None:
@@ -202,11 +233,21 @@ class Trainer:
                  schedulers: Mapping[str, Any] | None = None, *, config: TrainConfig, run=None):
         self.config = config
         self.device = resolve_device(config.device)
+        #: data-parallel under torchrun (WORLD_SIZE > 1); the plain loop otherwise
+        self.distributed = distributed.init(self.device)
+        self.device = distributed.device_of_rank(self.device)
         self.modules = dict(modules)
         for m in self.modules.values():
             m.to(self.device)
             if config.channels_last:
                 m.to(memory_format=torch.channels_last)
+        #: what step functions call: the modules, or under DDP their DistributedDataParallel wrappers
+        self.step_modules: dict[str, Any] = self.modules
+        self._bn_swaps: list = []
+        if self.distributed:
+            for m in self.modules.values():
+                self._bn_swaps += distributed.sync_batchnorm(m, self.device)
+            self.step_modules = {n: distributed.wrap(m, self.device) for n, m in self.modules.items()}
         self.optimizers = dict(optimizers)
         self.schedulers = dict(schedulers or {})
         self.run = run
@@ -247,7 +288,7 @@ class Trainer:
         }
 
     def save_checkpoint(self, epoch: int, fingerprint: str) -> None:
-        if self.config.checkpoint is None:
+        if self.config.checkpoint is None or not distributed.is_main():
             return
         with atomic_path(self.config.checkpoint) as tmp:
             torch.save(self._state(epoch, fingerprint), tmp)
@@ -283,7 +324,7 @@ class Trainer:
         return int(state["epoch"]) + 1
 
     def _write_curves(self) -> None:
-        if self.config.curves_csv is None or not self.history:
+        if self.config.curves_csv is None or not self.history or not distributed.is_main():
             return
         keys: list[str] = []
         for row in self.history:
@@ -303,6 +344,7 @@ class Trainer:
         seed_everything(cfg.seed)
         ctx = StepContext(self)
         start = self.try_resume(fingerprint)
+        main = distributed.is_main()
         for epoch in range(start, cfg.epochs):
             ctx.epoch = epoch
             # per-epoch seed: epoch e is the same whether or not the run was resumed
@@ -312,9 +354,14 @@ class Trainer:
             sums: dict[str, float] = {}
             count = 0
             batches = train_batches(epoch)
+            if self.distributed:  # this rank's slice of every global batch
+                shard = getattr(batches, "shard", None)
+                r, w = distributed.rank(), distributed.world_size()
+                batches = shard(r, w) if shard is not None else _ShardedBatches(batches, r, w)
+                ctx.modules = self.step_modules
             total = len(batches) if hasattr(batches, "__len__") else None
             bar = tqdm(batches, total=total, desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}",
-                       leave=False, disable=not cfg.progress, mininterval=2.0)
+                       leave=False, disable=not cfg.progress or not main, mininterval=2.0)
             for batch in bar:
                 out = step_fn(ctx, self.to_device(batch), epoch)
                 ctx.global_step += 1
@@ -326,8 +373,12 @@ class Trainer:
             for s in self.schedulers.values():
                 s.step()
             row: dict[str, float] = {"epoch": epoch + 1}
-            row.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
-            if evaluate is not None:
+            if self.distributed:
+                ctx.modules = self.modules  # evaluate (rank 0) sees the plain modules
+                row.update({f"train_{k}": v for k, v in distributed.mean_over_ranks(sums, count).items()})
+            else:
+                row.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
+            if evaluate is not None and main:
                 for m in self.modules.values():
                     m.eval()
                 with torch.no_grad():
@@ -335,15 +386,22 @@ class Trainer:
             lrs = {f"lr_{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()}
             row.update(lrs)
             self.history.append(row)
-            log.info("%s epoch %d/%d: %s", cfg.desc, epoch + 1, cfg.epochs,
-                     ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+            if main:
+                log.info("%s epoch %d/%d: %s", cfg.desc, epoch + 1, cfg.epochs,
+                         ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
             if any(isinstance(v, float) and math.isnan(v) for v in row.values()):
                 log.warning("%s: NaN in epoch metrics %s", cfg.desc, row)
             self._write_curves()
-            if self.run is not None:
+            if self.run is not None and main:
                 self.run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             self.save_checkpoint(epoch, fingerprint)
         self._write_curves()
+        if self.distributed:
+            distributed.restore_batchnorm(self._bn_swaps)
+            self._bn_swaps = []
+            distributed.barrier()
+            if not main:
+                raise distributed.RankDone()
         return self.history
 
 

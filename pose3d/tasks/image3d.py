@@ -342,17 +342,23 @@ def _flip_batch(batch: dict, W: int) -> dict:
 
 
 def hg3d_losses(model, batch: dict, *, sigma: float, depth_weight: float, geo_weight: float,
-                ref_lengths: torch.Tensor, groups: GeoGroups, use_depth: bool, use_geo: bool
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                ref_lengths: torch.Tensor, groups: GeoGroups, use_depth: bool, use_geo: bool,
+                every_parameter: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One step's loss. ``batch``: images (B, 3, S, S), joints_hm (B, J, 2), depth (B, J)
     (module unit; see :func:`_flip_batch` for flipped samples), rays (B, J, 3),
-    k (B,), has_3d (B,) bool. Returns (total loss, parts for the curves)."""
+    k (B,), has_3d (B,) bool. Returns (total loss, parts for the curves).
+
+    ``every_parameter`` (DDP): add the depth maps x 0, so that the depth branch takes part in
+    every backward pass even where no depth term does (the 2D phase, a rank whose slice has no
+    3D label): DistributedDataParallel waits for a gradient of every parameter."""
 
     heatmaps, depth_maps = model(batch["images"])
     B, J, H, W = heatmaps.shape
     targets, weights = gaussian_targets(batch["joints_hm"], H, W, sigma)
     loss_2d = weighted_mse(heatmaps, targets, weights)
     loss = loss_2d
+    if every_parameter:
+        loss = loss + 0.0 * depth_maps.float().mean()
     parts = {"loss_2d": loss_2d.detach()}
     if not (use_depth or use_geo):
         return loss, parts
@@ -513,9 +519,10 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
             batch = _flip_batch(batch, W)
         with ctx.autocast():
             loss, parts = hg3d_losses(
-                model, batch, sigma=opts.sigma, depth_weight=opts.depth_weight,
+                ctx.modules["model"], batch, sigma=opts.sigma, depth_weight=opts.depth_weight,
                 geo_weight=opts.geo_weight, ref_lengths=ref_dev, groups=opts.geo_groups,
-                use_depth=phase in ("3d", "joint"), use_geo=phase == "joint" and opts.geo_weight > 0)
+                use_depth=phase in ("3d", "joint"), use_geo=phase == "joint" and opts.geo_weight > 0,
+                every_parameter=trainer.distributed)
         ctx.backward_step(loss, "model")
         return {"loss": loss.detach(), **parts}
 

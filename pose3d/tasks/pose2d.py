@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pose3d.data.contracts import write_detections
-from pose3d.runtime import params
+from pose3d.runtime import distributed, params
 from pose3d.data.crops import (Augmentation, CropDataset, CropIndex, apply_affine,
                                iter_crop_blocks, normalize_images, read_crop_index, read_crops,
                                resize_crops, resize_points)
@@ -75,20 +75,28 @@ class EpochBatches:
 
 
 class _Epoch:
-    def __init__(self, parent: EpochBatches, epoch: int):
-        self.p, self.epoch = parent, epoch
+    def __init__(self, parent: EpochBatches, epoch: int, rank: int = 0, world: int = 1):
+        self.p, self.epoch, self.rank, self.world = parent, epoch, rank, world
         n, b = len(parent.dataset), parent.batch_size
         self.n_batches = n // b if parent.drop_last else -(-n // b)
 
     def __len__(self) -> int:
         return self.n_batches
 
+    def shard(self, rank: int, world: int) -> "_Epoch":
+        """Under DDP: rank ``rank``'s slice of every batch, and only its crops are built (their
+        augmentation is seeded per item, so they are those one process would build)."""
+        return _Epoch(self.p, self.epoch, rank, world)
+
     def __iter__(self):
         ds, b = self.p.dataset, self.p.batch_size
         ds.set_epoch(self.epoch, self.p.size_of_epoch(self.epoch))
         perm = np.random.default_rng([self.p.seed, self.epoch]).permutation(len(ds))
         for k in range(self.n_batches):
-            yield ds.batch(perm[k * b:(k + 1) * b])
+            items = perm[k * b:(k + 1) * b]
+            if self.world > 1:
+                items = distributed.shard_batch(items, self.rank, self.world)
+            yield ds.batch(items)
 
 
 def joints_in_crops(index: CropIndex) -> np.ndarray:

@@ -24,6 +24,7 @@ from pose3d.models.repnet import KCSCritic, RepNetLifter, camera_loss, critic_lo
 from pose3d.models.temporal import TemporalDiscriminator, TemporalLifter
 from pose3d.skeleton import bone_lengths
 from pose3d.tasks.lifting.data import Augment, FrameSet, make_batch, to_screen, window_indices
+from pose3d.runtime import distributed
 from pose3d.runtime.train import LazyBatches, adam
 
 
@@ -241,6 +242,16 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
     pairs = p.velocity_weight > 0
     anchors = max(p.batch_size // 2, 2) if pairs else p.batch_size
 
+    def split_pairs(batch: dict, rank: int, world: int) -> dict:
+        """A rank's slice of a batch whose x2d/pose/root stack frames t over frames t + 1:
+        the same pairs from both halves, so that each rank's rows stay pairs."""
+        paired = ("x2d", "pose", "root")
+        out = distributed.shard_batch({k: v for k, v in batch.items() if k not in paired}, rank, world)
+        for k in paired:
+            a, b = batch[k].chunk(2)
+            out[k] = torch.cat([distributed.shard_batch(a, rank, world), distributed.shard_batch(b, rank, world)])
+        return out
+
     def batches(epoch):
         rng = np.random.default_rng([seed, epoch])
         chunks = _chunks(rng.permutation(rows), anchors)
@@ -270,7 +281,7 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
                 out["real_seq"] = r["pose"]
             return out
 
-        return LazyBatches(len(chunks), make)
+        return LazyBatches(len(chunks), make, split=split_pairs if pairs else None)
 
     def step(ctx, b, epoch):
         m = ctx.modules["gen"]

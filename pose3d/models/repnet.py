@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from pose3d.geometry.shapes import check_shape
-from pose3d.runtime.distributed import rand_rows
 from pose3d.models.martinez import _insert_root
 from pose3d.skeleton import NUM_JOINTS, ROOT, incidence_matrix
 
@@ -160,22 +159,27 @@ class KCSCritic(nn.Module):
 
 
 def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float,
-                gp_every: int = 1, step: int = 0) -> torch.Tensor:
+                gp_every: int = 1, step: int = 0, draw=None) -> torch.Tensor:
     """WGAN-GP critic loss ``E[D(fake)] - E[D(real)] + gp_weight * GP``. With ``gp_every = k > 1``
     (lazy regularisation, Karras et al. 2020) the penalty is computed only on steps with
-    ``step % k == 0`` and weighted ``k * gp_weight`` there, so its mean weight is unchanged."""
+    ``step % k == 0`` and weighted ``k * gp_weight`` there, so its mean weight is unchanged.
+    ``draw``: see :func:`gradient_penalty`."""
     loss = critic(fake).mean() - critic(real).mean()
     if step % gp_every == 0:
-        loss = loss + gp_weight * gp_every * gradient_penalty(critic, real, fake)
+        loss = loss + gp_weight * gp_every * gradient_penalty(critic, real, fake, draw)
     return loss
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def _uniform_rows(n: int, *shape: int, dtype=None, device=None) -> torch.Tensor:
+    return torch.rand((n, *shape), dtype=dtype, device=device)
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, draw=None) -> torch.Tensor:
     """WGAN-GP: E[(||grad critic(x_hat)|| - 1)^2] on random interpolates of real and fake
-    (same shape, any layout the critic accepts)."""
-    # per-row random numbers through rand_rows: under DDP each rank gets its rows' share of the
-    # global batch's draw (one process: exactly torch.rand)
-    eps = rand_rows(len(real), *(1,) * (real.dim() - 1), dtype=real.dtype, device=real.device)
+    (same shape, any layout the critic accepts). ``draw(n, *shape, dtype=, device=)`` gives the
+    n rows' uniform numbers (default ``torch.rand``; data-parallel training passes
+    :func:`pose3d.runtime.distributed.rand_rows`, each rank's share of the global batch's draw)."""
+    eps = (draw or _uniform_rows)(len(real), *(1,) * (real.dim() - 1), dtype=real.dtype, device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     score = critic(x_hat)
     (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)

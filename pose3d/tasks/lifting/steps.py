@@ -181,7 +181,7 @@ def setup_repnet(p, train: FrameSet, seed: int) -> Setup:
             # lazy-penalty choices
             with ctx.autocast():
                 loss_d = critic_loss(D, real, fake, p.gp_weight, p.gp_every,
-                                     b["index"] * p.critic_steps + k).float()
+                                     b["index"] * p.critic_steps + k, draw=distributed.rand_rows).float()
             ctx.backward_step(loss_d, "critic")
         with ctx.autocast():
             adv = -D(X).float().mean()
@@ -305,7 +305,7 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
                 upred = m(b["ux2d"], pad=False).float()                 # (B, L, J, 3)
                 uroot = m.forward_root(b["ux2d"], pad=False).float()    # (B, L, 3)
             real = b["real_seq"]
-            loss_d = critic_loss(D, real, upred.detach(), p.gp_weight)
+            loss_d = critic_loss(D, real, upred.detach(), p.gp_weight, draw=distributed.rand_rows)
             ctx.backward_step(loss_d, "critic")
             absolute = upred + uroot[:, :, None, :]
             absolute = torch.cat([absolute[..., :2], absolute[..., 2:].clamp_min(0.1)], dim=-1)

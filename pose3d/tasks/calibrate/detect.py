@@ -75,11 +75,13 @@ def orient_checkerboard(gray: np.ndarray, corners: np.ndarray, board: BoardSpec)
 class BoardDetector:
     """Finds ``board``'s corners in RGB frames; ``min_corners`` per view (ChArUco)."""
 
-    def __init__(self, board: BoardSpec, min_corners: int = 6, method: str = "auto"):
+    def __init__(self, board: BoardSpec, min_corners: int = 6, method: str = "auto",
+                 stretch_y: tuple[float, ...] = (1.0,)):
         if method not in ("auto", "sb", "classic"):
             raise ValueError(f"method = {method!r}: expected 'auto', 'sb' or 'classic'")
         self.board = board
         self.method = method
+        self.stretch_y = tuple(stretch_y)
         self.min_corners = max(int(min_corners), 4)
         if board.kind == "charuco":
             params = cv2.aruco.CharucoParameters()
@@ -108,15 +110,20 @@ class BoardDetector:
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None | int:
         """RGB (H, W, 3) uint8 -> (ids (N,), uv (N, 2)) or None; for ChArUco, the number of
-        markers found (an int) when they gave too few corners."""
+        markers found (an int) when they gave too few corners. A checkerboard is also looked for
+        in the frame stretched vertically by each factor of ``stretch_y`` (a board on the
+        floor, seen at a grazing angle, has squares too flat for the detectors)."""
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         b = self.board
         if b.kind == "checkerboard":
-            corners = self._checkerboard(gray)
-            if corners is None:
-                return None
-            uv = orient_checkerboard(gray, corners.reshape(-1, 2).astype(np.float64), b)
-            return np.arange(b.num_corners), uv
+            for s in self.stretch_y:
+                g = gray if s == 1 else cv2.resize(gray, None, fx=1.0, fy=s, interpolation=cv2.INTER_CUBIC)
+                corners = self._checkerboard(g)
+                if corners is not None:
+                    uv = orient_checkerboard(g, corners.reshape(-1, 2).astype(np.float64), b)
+                    uv[:, 1] = (uv[:, 1] + 0.5) / s - 0.5  # back to the frame's pixel centres
+                    return np.arange(b.num_corners), uv
+            return None
         corners, ids, _, marker_ids = self._charuco.detectBoard(gray)
         n_markers = 0 if marker_ids is None else len(marker_ids)
         if ids is None or len(ids) < self.min_corners:
@@ -129,11 +136,11 @@ class BoardDetector:
 
 
 def detect_source(path: str | Path, board: BoardSpec, stride: int = 1, min_corners: int = 6,
-                  progress=None) -> SourceDetections:
+                  progress=None, stretch_y: tuple[float, ...] = (1.0,)) -> SourceDetections:
     """Detect ``board`` in frames 0, stride, ... of a video file or image folder."""
     path = Path(path)
     info = video_info(path)
-    det = BoardDetector(board, min_corners)
+    det = BoardDetector(board, min_corners, stretch_y=stretch_y)
     out = SourceDetections(path, info.width, info.height, 0)
     for k, rgb in iter_frames(path, stride=stride):
         out.frames_read += 1

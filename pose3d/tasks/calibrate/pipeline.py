@@ -64,8 +64,13 @@ def take_sources(take: str | Path) -> dict[str, Path]:
     return out
 
 
+#: vertical stretches tried on the floor take (a board lying on the floor, seen from a few
+#: metres at head height, is foreshortened 2-4x)
+FLOOR_STRETCH = (1.0, 2.5, 4.0)
+
+
 def detect_take(sources: dict[str, Path], board: BoardSpec, stride: int = 1, min_corners: int = 6,
-                desc: str = "detect") -> dict[str, SourceDetections]:
+                desc: str = "detect", stretch_y: tuple[float, ...] = (1.0,)) -> dict[str, SourceDetections]:
     """Detect ``board`` in every camera's source; all sources must hold as many frames."""
     infos = {c: video_info(p) for c, p in sources.items()}
     counts = {c: i.num_frames for c, i in infos.items()}
@@ -76,7 +81,7 @@ def detect_take(sources: dict[str, Path], board: BoardSpec, stride: int = 1, min
     out = {}
     with tqdm(total=total, desc=desc, unit="frame", disable=None) as bar:
         for c, p in sources.items():
-            out[c] = detect_source(p, board, stride, min_corners, progress=bar.update)
+            out[c] = detect_source(p, board, stride, min_corners, progress=bar.update, stretch_y=stretch_y)
             log.info("%s: camera %s: board in %d of %d frames", desc, c, len(out[c].ids), out[c].frames_read)
     return out
 
@@ -211,14 +216,18 @@ def run(board_take: str | Path, board: BoardSpec, out: str | Path, floor_take: s
     default ``["rig"]``) and optionally ``report_out`` (JSON). Writes nothing on error."""
     t0 = time.perf_counter()
     sources = take_sources(board_take)
-    dets = detect_take(sources, board, stride, desc="board take")
     floor = None
-    if floor_take is not None:
+    if floor_take is not None:  # first: it is short, and a floor board nobody sees fails early
         fs = take_sources(floor_take)
         missing = sorted(set(fs) - set(sources))
         if missing:
             raise DataError(f"{floor_take}: camera(s) {missing} are not in the board take {board_take}")
-        floor = detect_take(fs, floor_board or board, 1, desc="floor take")
+        floor = detect_take(fs, floor_board or board, 1, desc="floor take", stretch_y=FLOOR_STRETCH)
+        if not any(d.ids for d in floor.values()):
+            paths = ", ".join(f"{c}: {d.path}" for c, d in floor.items())
+            raise DataError(f"floor take: board {floor_board or board} found by no camera ({paths}); the "
+                            "world frame needs it seen by at least one camera")
+    dets = detect_take(sources, board, stride, desc="board take")
     cal = calibrate_detections(dets, board, floor, floor_board, floor_offset, min_views, max_intrinsic_views)
     cal.report["board"] = str(board)
     cal.report["seconds"] = time.perf_counter() - t0

@@ -272,7 +272,9 @@ def test_cli_writes_cameras_json_from_image_folders(tmp_path, monkeypatch):
 
     def fake_detect_source(path, board, stride=1, min_corners=6, progress=None, **kw):
         seen.append((path.parent.name, path.name, str(board)))
-        return SourceDetections(path, 512, 512, 1)
+        d = SourceDetections(path, 512, 512, 1)
+        d.ids[0], d.uv[0] = np.arange(4), np.zeros((4, 2))
+        return d
 
     def fake_calibrate(dets, board, floor, floor_board, offset, *a, **k):
         assert sorted(dets) == sorted(floor) == sorted(rig) and offset == (-1.0, 0.625)

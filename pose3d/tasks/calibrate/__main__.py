@@ -1,0 +1,3 @@
+from pose3d.tasks.calibrate.cli import main
+
+raise SystemExit(main())

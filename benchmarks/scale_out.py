@@ -10,8 +10,9 @@ In a temporary copy of the repository with tests/test_pipeline.py's tiny params:
 2. `dvc repro` (the baseline), committed;
 3. queues two experiments (`dvc exp run --queue -S repnet.reproj_weight=...`) and runs them
    with `dvc queue start -j 2`; reads their metrics with `dvc exp show --json`;
-4. `dvc exp run -S base.nproc=2` in the workspace: every training stage re-launches itself under
-   torchrun (2 gloo processes); its metrics against the baseline's;
+4. `dvc exp run -S base.nproc=2` in the workspace, checkpoints deleted first (a finished one of
+   the same params would be resumed, whatever nproc): every training stage re-launches itself
+   under torchrun (2 gloo processes) and trains; its metrics against the baseline's;
 5. `dvc push` to a local-directory remote, `git clone`, `dvc pull`, `dvc status` (nothing to run);
 6. counts the MLflow runs the server holds, per stage, experiment and base.nproc.
 
@@ -100,8 +101,20 @@ def start_mlflow_server(folder: Path, env: dict) -> tuple[subprocess.Popen, str,
     raise RuntimeError(f"mlflow server did not answer on {url}: {(folder / 'server.log').read_text()[-2000:]}")
 
 
+CURVES = {"train_2d": "reports/plots/curves_train_2d.csv", "lift@martinez": "reports/plots/curves_lift_martinez.csv",
+          "lift@repnet": "reports/plots/curves_lift_repnet.csv", "lift@temporal": "reports/plots/curves_lift_temporal.csv",
+          "train_hg3d": "reports/plots/curves_train_hg3d.csv"}
+
+
 def metrics_of(root: Path) -> dict:
-    return {stage: json.loads((root / path).read_text())[key] for stage, (path, key) in METRICS.items()}
+    """Each training stage's test metric and its last epoch's train_loss (full precision)."""
+    import csv
+
+    out = {}
+    for stage, (path, key) in METRICS.items():
+        rows = list(csv.DictReader(open(root / CURVES[stage])))
+        out[stage] = {key: json.loads((root / path).read_text())[key], "last_train_loss": float(rows[-1]["train_loss"])}
+    return out
 
 
 def wait_for_queue(root: Path, env: dict, timeout: float = 3600) -> str:
@@ -124,7 +137,8 @@ def exp_metrics(root: Path, env: dict, names: list[str]) -> dict:
             data = node.get("data") or {}
             if name in names and data.get("metrics"):
                 m = data["metrics"]
-                found[name] = {stage: m.get(path, {}).get("data", {}).get(key) for stage, (path, key) in METRICS.items()}
+                found[name] = {stage: m.get(path, {}).get("data", {}).get(key) for stage, (path, key) in METRICS.items()
+                               if stage == "lift@repnet"}
                 found[name]["params.repnet.reproj_weight"] = \
                     data["params"]["params.yaml"]["data"]["repnet"]["reproj_weight"]
             for v in node.values():
@@ -182,6 +196,10 @@ def main(argv=None) -> int:
             res["seconds"]["queue_two_experiments_j2"] = round(time.perf_counter() - t0, 1)
             res["queued"] = exp_metrics(root, env, names)
 
+            # a finished checkpoint of the same params is resumed whatever base.nproc (fingerprints
+            # leave it out): delete them, so that the models are trained again, by 2 processes
+            for ckpt in root.glob("models/*/checkpoint.pt"):
+                ckpt.unlink()
             log, res["seconds"]["exp_run_nproc_2"] = _run(dvc("exp", "run", "-n", "ddp2", "-S", "base.nproc=2"), root, env)
             res["nproc_2"] = metrics_of(root)
             res["torchrun_launches"] = log.count("torch.distributed.run")
@@ -195,7 +213,8 @@ def main(argv=None) -> int:
             _run(["git", "clone", "-q", str(root), str(clone)], tmp, env)
             _, res["seconds"]["dvc_pull"] = _run(dvc("pull"), clone, env)
             out, res["seconds"]["dvc_repro_in_clone"] = _run(dvc("repro"), clone, env)
-            res["clone_repro"] = out.strip().splitlines()[-1]
+            res["clone_repro"] = {"stages_run": out.count("Running stage"),
+                                  "up_to_date": "Data and pipelines are up to date" in out}
             res["mlflow_server"] = server_runs(url)
         finally:
             server.terminate()

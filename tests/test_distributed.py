@@ -6,6 +6,7 @@ synchronised BatchNorm, per-row random numbers, the launch decision."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,15 @@ def runs(tiny):
     argv = [x for stage in STAGES for x in (stage, *_argv(stage, tiny, two / stage, params), "--")][:-1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(Path(__file__).parent / "ddp_stages.py"), *argv]
-    p = subprocess.run(cmd, env=_env(two), capture_output=True, text=True, timeout=600)
+    # its own process group, so that a hang is killed whole (torchrun's ranks included)
+    proc = subprocess.Popen(cmd, env=_env(two), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    p = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     assert p.returncode == 0, p.stderr[-4000:]
     assert "rank 1 of 2 joined (gloo)" in p.stderr
     return {1: one, 2: two}

@@ -21,7 +21,8 @@ from pose3d.tasks.lifting.pipeline import load_lifter, predict, run_lift
 from pose3d.tasks.lifting.steps import (LIFTERS, LazyBatches, Setup, augment_of, bone_length_loss,
                                         register_lifter, repnet_batches, semi_reprojection_loss,
                                         setup_temporal_semi, two_d_only, unit_scale,
-                                        unlabeled_batch, unpaired_pools)
+                                        unlabeled_batch, unpaired_pools, floor_contact_loss,
+                                        floor_height)
 from pose3d.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, bone_lengths, flip_poses
 from pose3d.runtime.train import Trainer, TrainConfig
 
@@ -265,11 +266,11 @@ def test_semi_supervised_batches_never_carry_the_unlabelled_3d(studio):
     unl = two_d_only(fs.select([s == "S5" for s in fs.subject]))
     assert np.isnan(unl.pos_cam).all() and np.isnan(unl.pos_world).all()
     p = _tiny("temporal", unlabeled_subjects=("S5",), gan_frames=7, semi_warmup_epochs=1,
-              velocity_weight=1.0)
+              velocity_weight=1.0, floor_weight=1.0)
     setup = setup_temporal_semi(p, lab, 0, unl)
     assert "ux2d" not in next(iter(setup.train_batches(0)))              # warm-up: labelled only
     b = next(iter(setup.train_batches(1)))
-    assert set(b) == {"x2d", "pose", "root", "ux2d", "uuv", "uK", "udist", "uwh", "real_seq"}
+    assert set(b) == {"x2d", "pose", "root", "ux2d", "uuv", "uK", "udist", "uwh", "uR", "ut", "real_seq"}
     lab_bones = bone_lengths(torch.from_numpy(lab.pos_world).double())
     real_bones = bone_lengths(b["real_seq"].double()).reshape(-1, NUM_JOINTS - 1)
     # each real pose is one of the labelled subject's frames (bone lengths survive the augmentation)
@@ -277,7 +278,7 @@ def test_semi_supervised_batches_never_carry_the_unlabelled_3d(studio):
     assert d.max() < 1e-4
     h = _fit("temporal", p, lab, 2, unl=unl)
     assert "train_reproj" not in h[0]
-    for k in ("train_loss", "train_reproj", "train_bone", "train_adv", "train_loss_critic"):
+    for k in ("train_loss", "train_reproj", "train_bone", "train_floor", "train_adv", "train_loss_critic"):
         assert np.isfinite(h[1][k]), k
 
 
@@ -317,6 +318,32 @@ def test_unit_scale_divides_each_sequence_by_its_mean_bone_length():
     torch.testing.assert_close(bone_lengths(out).mean((1, 2)), torch.ones(3, dtype=torch.float64))
     torch.testing.assert_close(unit_scale(2.5 * seq), out)                # no size cue left
     torch.testing.assert_close(out[1] * bone_lengths(seq[1]).mean(), seq[1])
+
+
+def test_floor_contact_loss_exact_value():
+    """A camera 2 m above the floor looking along world +y (x_c = R x_w + t): ankles placed in
+    the camera frame come back to world heights 0.10 and 0.25 m (lower: 0.10); with the floor at
+    0.07 the loss is 0.03 m; the same pose 0.05 m lower: 0.02 m."""
+    R = torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])           # world z up -> camera -y
+    t = -R @ torch.tensor([0.0, 0, 2])                                    # camera centre (0, 0, 2)
+    world = torch.zeros(1, 1, NUM_JOINTS, 3)
+    world[..., :, 1] = 3.0                                                # 3 m in front
+    world[0, 0, JOINT_INDEX["l_ankle"], 2] = 0.10
+    world[0, 0, JOINT_INDEX["r_ankle"], 2] = 0.25
+    world[0, 0, 0, 2] = 0.9                                               # pelvis
+    cam = world @ R.T + t
+    root, pose = cam[:, :, 0], cam - cam[:, :, :1]
+    up = torch.tensor([0.0, 0, 1])
+    loss = floor_contact_loss(pose, root, R[None], t[None], up, 0.07)
+    assert loss.item() == pytest.approx(0.03, abs=1e-6)
+    lower = root + torch.tensor([0.0, 0.05, 0])                           # camera y points down
+    assert floor_contact_loss(pose, lower, R[None], t[None], up, 0.07).item() == pytest.approx(0.02, abs=1e-6)
+
+
+def test_floor_height_is_the_median_lower_ankle(studio):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1"])
+    low = np.minimum(fs.pos_world[:, JOINT_INDEX["l_ankle"]] @ fs.up, fs.pos_world[:, JOINT_INDEX["r_ankle"]] @ fs.up)
+    assert floor_height(fs) == pytest.approx(float(np.median(low)))
 
 
 def test_bone_length_loss_exact_value():

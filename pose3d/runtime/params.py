@@ -327,6 +327,9 @@ class Temporal(LifterParams):
     reproj_trains_traj: bool = True
     #: the critic judges sequences divided by their mean bone length (shape and motion only)
     critic_scale_free: bool = False
+    #: ground contact of the unlabelled predictions through the known extrinsics: |lower ankle's
+    #: height - the labelled subjects' median| (metres); anchors depth and scale
+    floor_weight: float = 0.0
 
     def validate(self, p):
         super().validate(p)

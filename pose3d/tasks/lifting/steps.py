@@ -23,7 +23,7 @@ from pose3d.geometry.camera import project_camera
 from pose3d.models.martinez import MartinezLifter
 from pose3d.models.repnet import KCSCritic, RepNetLifter, camera_loss, critic_loss, reprojection_loss
 from pose3d.models.temporal import TemporalDiscriminator, TemporalLifter
-from pose3d.skeleton import bone_lengths
+from pose3d.skeleton import JOINT_INDEX, bone_lengths
 from pose3d.tasks.lifting.data import (Augment, FrameSet, flip_pixels, make_batch, to_screen,
                                        window_indices)
 from pose3d.runtime.train import LazyBatches, adam
@@ -225,7 +225,29 @@ def unlabeled_batch(fs: FrameSet, idx: np.ndarray, flip: bool, rng: np.random.Ge
         f = torch.from_numpy(rng.random(len(idx)) < 0.5)
         uv = torch.where(f[:, None, None, None], flip_pixels(uv, K[:, None]), uv)
     return {"x2d": to_screen(uv, wh[:, None]).float(), "uv": uv.float(), "K": K.float(),
-            "dist": torch.from_numpy(fs.dist[seq]).float(), "wh": wh.float()}
+            "dist": torch.from_numpy(fs.dist[seq]).float(), "wh": wh.float(),
+            "R": torch.from_numpy(fs.R[seq]).float(), "t": torch.from_numpy(fs.t[seq]).float()}
+
+
+ANKLES = [JOINT_INDEX["l_ankle"], JOINT_INDEX["r_ankle"]]
+
+
+def floor_height(fs: FrameSet) -> float:
+    """Median over frames of the lower ankle's height along the world vertical ``fs.up``
+    (metres): where the labelled subjects' feet meet the floor."""
+    return float(np.median((fs.pos_world[:, ANKLES] @ fs.up).min(-1)))
+
+
+def floor_contact_loss(pose: torch.Tensor, root: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                       up: torch.Tensor, floor: float) -> torch.Tensor:
+    """Ground contact through the known extrinsics: root-relative ``pose`` (B, L, J, 3) at the
+    predicted ``root`` (B, L, 3), camera frame, taken to the world (x_w = R^T (x_c - t), ``R``
+    (B, 3, 3), ``t`` (B, 3)); mean |height of the lower ankle along ``up`` (3,) - ``floor``|
+    (metres). It anchors the depth (hence the scale) that the 2D reprojection leaves free."""
+    x_cam = pose + root[:, :, None, :]
+    x_world = (x_cam - t[:, None, None, :]) @ R[:, None]           # row vectors: R^T (x - t)
+    lowest = (x_world[..., ANKLES, :] @ up).amin(-1)                 # (B, L)
+    return (lowest - floor).abs().mean()
 
 
 def semi_reprojection_loss(pose: torch.Tensor, root: torch.Tensor, uv: torch.Tensor,
@@ -295,6 +317,8 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
         scheds["critic"] = _exp(oc, p.lr_decay)
     if semi:
         urows = np.arange(0, unlabeled.num_frames, p.train_stride)
+        floor = floor_height(labeled)
+        up = torch.from_numpy(labeled.up).float()
 
     pairs = p.velocity_weight > 0
     anchors = max(p.batch_size // 2, 2) if pairs else p.batch_size
@@ -323,7 +347,7 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
                 u = unlabeled_batch(unlabeled, window_indices(unlabeled, uch[i][:n], before, after + L - 1),
                                     p.flip_aug, rng)
                 out.update(ux2d=u["x2d"], uuv=u["uv"][:, before:before + L], uK=u["K"],
-                           udist=u["dist"], uwh=u["wh"])
+                           udist=u["dist"], uwh=u["wh"], uR=u["R"], ut=u["t"])
                 if gan:
                     r = make_batch(labeled, window_indices(labeled, rch[i][:n], 0, L - 1), aug, rng,
                                    centre=0)
@@ -358,6 +382,10 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
             bone = bone_length_loss(upred, b["pose"])
             loss = loss + p.reproj_weight * reproj + p.bone_weight * bone
             out.update(reproj=reproj, bone=bone)
+            if p.floor_weight > 0:
+                fl = floor_contact_loss(upred, uroot, b["uR"], b["ut"], up.to(upred.device), floor)
+                loss = loss + p.floor_weight * fl
+                out["floor"] = fl
             if gan:
                 D = ctx.modules["critic"]
                 real, fake = b["real_seq"], upred

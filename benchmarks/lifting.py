@@ -122,11 +122,11 @@ def _override(p, assignments: list[str]):
     return dataclasses.replace(p, **kv)
 
 
-SEMI_ROWS = {  # name -> (description, labelled, unlabelled, extra params)
+SEMI_ROWS = {  # name -> description (labelled/unlabelled subjects: see semi())
     "full": "fully supervised",
     "alone": "1 labelled only",
-    "reproj": "1 labelled + unlabelled (reprojection + bones)",
-    "gan": "1 labelled + unlabelled (reprojection + bones + GAN)",
+    "reproj": "1 labelled + unlabelled (back-projection losses)",
+    "gan": "1 labelled + unlabelled (back-projection losses + GAN)",
 }
 
 
@@ -149,8 +149,8 @@ def semi(args) -> str:
     for name in args.rows:
         lab, unl = settings[name]
         p = dataclasses.replace(base_p, labeled_subjects=lab, unlabeled_subjects=unl)
-        if name == "reproj":
-            p = dataclasses.replace(p, adv_weight=0.0)
+        if name in ("reproj", "gan"):  # the same settings without and with the critic
+            p = dataclasses.replace(p, adv_weight=args.adv_weight if name == "gan" else 0.0)
         for seed in args.seeds:
             t0 = time.process_time()
             res = run_lift("temporal", p, dataclasses.replace(_base(), seed=seed), mocap=mocap,
@@ -164,7 +164,7 @@ def semi(args) -> str:
     ms = lambda name, k: (np.mean([r[k] for r in results[name]]),  # noqa: E731
                           np.std([r[k] for r in results[name]], ddof=1) if len(results[name]) > 1 else 0.0)
     lines = [f"test subjects: {', '.join(test)}; seeds {', '.join(map(str, args.seeds))}; "
-             f"overrides: {' '.join(args.set or []) or '-'}",
+             f"overrides: {' '.join(args.set or []) or '-'}; gan row: adv_weight {args.adv_weight}",
              "| setting | labelled | unlabelled | P1 (mm) | P2 (mm) | N-MPJPE (mm) | MPJVE (mm) | root (mm) | P1 per seed |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in results:
@@ -206,6 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="semi: base seeds")
     ap.add_argument("--rows", nargs="+", choices=list(SEMI_ROWS), default=list(SEMI_ROWS),
                     help="semi: which settings")
+    ap.add_argument("--adv-weight", type=float, default=0.05, help="semi: the critic's weight in the gan row")
     ap.add_argument("--set", nargs="*", default=None, help="semi: temporal params key=value (YAML values)")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
                     help="params.yaml whose model sections every benchmark starts from (epochs included)")

@@ -250,7 +250,8 @@ def test_temporal_velocity_pairs_are_adjacent_frames_augmented_alike(studio):
 def test_semi_supervised_temporal_step_runs_all_losses(studio):
     fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1", "S5"])
     lab, unl = fs.select([s == "S1" for s in fs.subject]), fs.select([s == "S5" for s in fs.subject])
-    p = _tiny("temporal", unlabeled_subjects=("S5",), gan_frames=7, semi_warmup_epochs=0, bone_weight=1.0)
+    p = _tiny("temporal", unlabeled_subjects=("S5",), gan_frames=7, semi_warmup_epochs=0, bone_weight=1.0,
+              adv_weight=0.05)
     h = _fit("temporal", p, lab, 2, unl=unl)
     for k in ("train_reproj", "train_bone", "train_adv", "train_loss_critic"):
         assert np.isfinite(h[-1][k])
@@ -266,7 +267,7 @@ def test_semi_supervised_batches_never_carry_the_unlabelled_3d(studio):
     unl = two_d_only(fs.select([s == "S5" for s in fs.subject]))
     assert np.isnan(unl.pos_cam).all() and np.isnan(unl.pos_world).all()
     p = _tiny("temporal", unlabeled_subjects=("S5",), gan_frames=7, semi_warmup_epochs=1,
-              velocity_weight=1.0, floor_weight=1.0)
+              velocity_weight=1.0, floor_weight=1.0, adv_weight=0.05)
     setup = setup_temporal_semi(p, lab, 0, unl)
     assert "ux2d" not in next(iter(setup.train_batches(0)))              # warm-up: labelled only
     b = next(iter(setup.train_batches(1)))

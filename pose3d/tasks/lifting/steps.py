@@ -383,7 +383,8 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
             loss = loss + p.reproj_weight * reproj + p.bone_weight * bone
             out.update(reproj=reproj, bone=bone)
             if p.floor_weight > 0:
-                fl = floor_contact_loss(upred, uroot, b["uR"], b["ut"], up.to(upred.device), floor)
+                fpose = upred.detach() if p.floor_root_only else upred
+                fl = floor_contact_loss(fpose, uroot, b["uR"], b["ut"], up.to(upred.device), floor)
                 loss = loss + p.floor_weight * fl
                 out["floor"] = fl
             if gan:

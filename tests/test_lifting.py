@@ -22,7 +22,7 @@ from pose3d.tasks.lifting.steps import (LIFTERS, LazyBatches, Setup, augment_of,
                                         register_lifter, repnet_batches, semi_reprojection_loss,
                                         setup_temporal_semi, two_d_only, unit_scale,
                                         unlabeled_batch, unpaired_pools, floor_contact_loss,
-                                        floor_height)
+                                        floor_height, running_stats_frozen)
 from pose3d.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, bone_lengths, flip_poses
 from pose3d.runtime.train import Trainer, TrainConfig
 
@@ -345,6 +345,24 @@ def test_floor_height_is_the_median_lower_ankle(studio):
     fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1"])
     low = np.minimum(fs.pos_world[:, JOINT_INDEX["l_ankle"]] @ fs.up, fs.pos_world[:, JOINT_INDEX["r_ankle"]] @ fs.up)
     assert floor_height(fs) == pytest.approx(float(np.median(low)))
+
+
+def test_running_stats_frozen_keeps_batchnorm_running_stats_but_batch_normalises():
+    torch.manual_seed(0)
+    bn = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).train()
+    x = torch.randn(16, 3) * 5 + 2
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    with running_stats_frozen(bn):
+        y = bn(x)
+    after = bn.state_dict()
+    for k in ("1.running_mean", "1.running_var"):
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0)
+    assert bn[1].momentum == 0.1                                           # restored
+    h = bn[0](x)                                                           # batch statistics used
+    torch.testing.assert_close(y, (h - h.mean(0)) / (h.var(0, unbiased=False) + bn[1].eps).sqrt()
+                               * bn[1].weight + bn[1].bias)
+    bn(x)
+    assert not torch.equal(bn.state_dict()["1.running_mean"], before["1.running_mean"])
 
 
 def test_bone_length_loss_exact_value():

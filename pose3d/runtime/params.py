@@ -334,6 +334,9 @@ class Temporal(LifterParams):
     floor_weight: float = 1.0
     #: the floor term moves the trajectory only (the pose's shape is left to the other losses)
     floor_root_only: bool = False
+    #: the unlabelled forward passes update BatchNorm's running statistics (False: only the
+    #: labelled batches do, so the test-time statistics are those the supervised losses saw)
+    unlabeled_bn_stats: bool = True
 
     def validate(self, p):
         super().validate(p)

@@ -12,6 +12,7 @@ augmentation; shuffles use ``numpy.random.default_rng([seed, epoch])``.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -278,6 +279,21 @@ def unit_scale(seq: torch.Tensor) -> torch.Tensor:
     return seq / bone_lengths(seq).mean((1, 2)).clamp_min(1e-6)[:, None, None, None]
 
 
+@contextmanager
+def running_stats_frozen(module: torch.nn.Module):
+    """Inside: BatchNorm layers still normalise with the batch's own statistics (as in training)
+    but leave their running statistics (what the test uses) as they were (momentum 0)."""
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
+
 def setup_temporal(p, train: FrameSet, seed: int) -> Setup:
     """The labelled subjects (``p.labeled_subjects``, default: every train subject not in
     ``p.unlabeled_subjects``) are supervised in 3D; the unlabelled ones give only their 2D."""
@@ -373,7 +389,10 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
             loss = loss + p.velocity_weight * vel
             out["mpjve_mm"] = vel * 1000
         if semi and epoch >= p.semi_warmup_epochs:
-            with ctx.autocast():
+            # the unlabelled windows (2D flips only, L frames each) are not the test-time input
+            # distribution: with unlabeled_bn_stats off they do not move BatchNorm's running stats
+            frozen = nullcontext() if p.unlabeled_bn_stats else running_stats_frozen(m)
+            with ctx.autocast(), frozen:
                 upred = m(b["ux2d"], pad=False).float()                 # (B, L, J, 3)
                 uroot = m.forward_root(b["ux2d"], pad=False).float()    # (B, L, 3)
             if not p.reproj_trains_traj:

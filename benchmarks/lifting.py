@@ -7,8 +7,10 @@
 * loso: real optical mocap (HDM05 + CMU), leave one subject out; every clip is filmed by a
   Human3.6M-like virtual rig (4 cameras, 4.5 m, 1.5 m high, f = 1145 px, 1000x1000, H36M-size
   distortion); GT 2D input. P1/P2 on the 13 reliable joints and on all 17, per held-out subject.
-* semi: temporal model fully supervised vs. 1 labelled subject (+ the other train subjects
-  unlabelled: reprojection + temporal GAN) vs. 1 labelled subject alone.
+* semi: temporal model (GT 2D input) fully supervised vs. 1 labelled subject alone vs. 1
+  labelled + the other train subjects unlabelled (reprojection + bone lengths, without and with
+  the temporal GAN), over --seeds; --val S holds train subject S out instead of testing;
+  --set key=value overrides temporal params (e.g. --set semi_warmup_epochs=10).
 * studio: the three lifters on the default studio with GT and detected 2D.
 Each run writes nothing into data/ or models/ (temporary directories).
 """
@@ -107,24 +109,72 @@ def loso(args) -> str:
     return "\n".join(lines)
 
 
+def _override(p, assignments: list[str]):
+    """``key=value`` strings (values parsed as YAML) applied to a params section."""
+    import yaml
+    kv = {}
+    for a in assignments or []:
+        k, _, v = a.partition("=")
+        if not hasattr(p, k):
+            raise SystemExit(f"--set {a}: {type(p).__name__} has no field {k!r}")
+        v = yaml.safe_load(v)
+        kv[k] = tuple(v) if isinstance(v, list) else v
+    return dataclasses.replace(p, **kv)
+
+
+SEMI_ROWS = {  # name -> description (labelled/unlabelled subjects: see semi())
+    "full": "fully supervised",
+    "alone": "1 labelled only",
+    "reproj": "1 labelled + unlabelled (back-projection losses)",
+    "gan": "1 labelled + unlabelled (back-projection losses + GAN)",
+}
+
+
 def semi(args) -> str:
+    """Rows of :data:`SEMI_ROWS` x seeds. ``--val S``: hold train subject S out as the test
+    subject (settings are chosen there; the test subjects are not read)."""
     mocap, cams = args.mocap, args.cameras
     train = split_of(mocap, "train")
-    one = train[0]
-    rows = ["| setting | labelled | unlabelled | P1 (mm) | P2 (mm) | MPJVE (mm) | root (mm) |",
-            "|---|---|---|---|---|---|---|"]
-    settings = [("fully supervised", (), ()),
-                ("1 labelled + unlabelled (reproj + GAN)", (one,), tuple(train[1:])),
-                ("1 labelled only", (one,), ())]
-    for name, lab, unl in settings:
-        p = dataclasses.replace(P.load("temporal", args.params), labeled_subjects=lab, input_2d="gt",
-                                unlabeled_subjects=unl, epochs=args.epochs or P.load("temporal", args.params).epochs)
-        res = run_lift("temporal", p, _base(), mocap=mocap, cameras=cams, progress=False).metrics
-        rows.append(f"| {name} | {', '.join(lab) or 'all train'} | {', '.join(unl) or '-'} | "
-                    f"{res['mpjpe_mm']:.1f} | {res['pa_mpjpe_mm']:.1f} | {res['mpjve_mm']:.2f} | "
-                    f"{res['root_mm']:.0f} |")
-        print(rows[-1], flush=True)
-    return "\n".join(rows)
+    test = split_of(mocap, "test")
+    if args.val:
+        if args.val not in train:
+            raise SystemExit(f"--val {args.val}: not a train subject ({train})")
+        train, test = [s for s in train if s != args.val], [args.val]
+    one, rest = train[0], tuple(train[1:])
+    base_p = _override(dataclasses.replace(P.load("temporal", args.params), input_2d="gt"), args.set)
+    if args.epochs:
+        base_p = dataclasses.replace(base_p, epochs=args.epochs)
+    settings = {"full": ((), ()), "alone": ((one,), ()), "reproj": ((one,), rest), "gan": ((one,), rest)}
+    lines, results = [], {}
+    for name in args.rows:
+        lab, unl = settings[name]
+        p = dataclasses.replace(base_p, labeled_subjects=lab, unlabeled_subjects=unl)
+        if name in ("reproj", "gan"):  # the same settings without and with the critic
+            p = dataclasses.replace(p, adv_weight=args.adv_weight if name == "gan" else 0.0)
+        for seed in args.seeds:
+            t0 = time.process_time()
+            res = run_lift("temporal", p, dataclasses.replace(_base(), seed=seed), mocap=mocap,
+                           cameras=cams, progress=False, train_subjects=train,
+                           test_subjects=test).metrics
+            results.setdefault(name, []).append(res)
+            print(f"{name} seed {seed}: P1 {res['mpjpe_mm']:.1f} P2 {res['pa_mpjpe_mm']:.1f} "
+                  f"N-MPJPE {res['n_mpjpe_mm']:.1f} "
+                  f"MPJVE {res['mpjve_mm']:.2f} root {res['root_mm']:.0f} mm "
+                  f"({time.process_time() - t0:.0f} CPU s)", flush=True)
+    ms = lambda name, k: (np.mean([r[k] for r in results[name]]),  # noqa: E731
+                          np.std([r[k] for r in results[name]], ddof=1) if len(results[name]) > 1 else 0.0)
+    lines = [f"test subjects: {', '.join(test)}; seeds {', '.join(map(str, args.seeds))}; "
+             f"overrides: {' '.join(args.set or []) or '-'}; gan row: adv_weight {args.adv_weight}",
+             "| setting | labelled | unlabelled | P1 (mm) | P2 (mm) | N-MPJPE (mm) | MPJVE (mm) | root (mm) | P1 per seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in results:
+        lab, unl = settings[name]
+        cells = [f"{ms(name, k)[0]:.{d}f} ± {ms(name, k)[1]:.{d}f}"
+                 for k, d in (("mpjpe_mm", 1), ("pa_mpjpe_mm", 1), ("n_mpjpe_mm", 1), ("mpjve_mm", 2),
+                             ("root_mm", 0))]
+        lines.append(f"| {SEMI_ROWS[name]} | {', '.join(lab) or 'all train'} | {', '.join(unl) or '-'} | "
+                     + " | ".join(cells) + " | " + ", ".join(f"{r['mpjpe_mm']:.1f}" for r in results[name]) + " |")
+    return "\n".join(lines)
 
 
 def studio(args) -> str:
@@ -152,6 +202,12 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override every model's params.yaml epochs")
     ap.add_argument("--stride", type=int, default=1, help="train_stride for loso")
     ap.add_argument("--subjects", nargs="+", default=None, help="loso: hold out only these subjects")
+    ap.add_argument("--val", default=None, help="semi: hold out this train subject as the test subject")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="semi: base seeds")
+    ap.add_argument("--rows", nargs="+", choices=list(SEMI_ROWS), default=list(SEMI_ROWS),
+                    help="semi: which settings")
+    ap.add_argument("--adv-weight", type=float, default=0.05, help="semi: the critic's weight in the gan row")
+    ap.add_argument("--set", nargs="*", default=None, help="semi: temporal params key=value (YAML values)")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
                     help="params.yaml whose model sections every benchmark starts from (epochs included)")
     args = ap.parse_args(argv)

@@ -18,8 +18,11 @@ from pose3d.geometry.rotations import look_at, rotation_about_axis
 from pose3d.tasks.lifting.data import (Augment, build_frames, flip_pixels, make_batch,
                                  to_screen, window_indices)
 from pose3d.tasks.lifting.pipeline import load_lifter, predict, run_lift
-from pose3d.tasks.lifting.steps import (LIFTERS, LazyBatches, Setup, augment_of, register_lifter,
-                                        repnet_batches, setup_temporal_semi, unpaired_pools)
+from pose3d.tasks.lifting.steps import (LIFTERS, LazyBatches, Setup, augment_of, bone_length_loss,
+                                        register_lifter, repnet_batches, semi_reprojection_loss,
+                                        setup_temporal_semi, two_d_only, unit_scale,
+                                        unlabeled_batch, unpaired_pools, floor_contact_loss,
+                                        floor_height, running_stats_frozen)
 from pose3d.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, bone_lengths, flip_poses
 from pose3d.runtime.train import Trainer, TrainConfig
 
@@ -247,10 +250,130 @@ def test_temporal_velocity_pairs_are_adjacent_frames_augmented_alike(studio):
 def test_semi_supervised_temporal_step_runs_all_losses(studio):
     fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1", "S5"])
     lab, unl = fs.select([s == "S1" for s in fs.subject]), fs.select([s == "S5" for s in fs.subject])
-    h = _fit("temporal", _tiny("temporal", unlabeled_subjects=("S5",), gan_frames=7), lab, 2, unl=unl)
+    p = _tiny("temporal", unlabeled_subjects=("S5",), gan_frames=7, semi_warmup_epochs=0, bone_weight=1.0,
+              adv_weight=0.05)
+    h = _fit("temporal", p, lab, 2, unl=unl)
     for k in ("train_reproj", "train_bone", "train_adv", "train_loss_critic"):
         assert np.isfinite(h[-1][k])
     assert h[-1]["train_reproj"] < h[0]["train_reproj"] * 1.5
+
+
+def test_semi_supervised_batches_never_carry_the_unlabelled_3d(studio):
+    """The unlabelled subject's 3D is NaN here: every loss stays finite (no 3D of it reaches a
+    loss, not even through augmentation), its batch part is 2D + cameras only, the critic's real
+    sequences are the labelled subject's, and the warm-up epochs have no unlabelled part."""
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1", "S5"])
+    lab = fs.select([s == "S1" for s in fs.subject])
+    unl = two_d_only(fs.select([s == "S5" for s in fs.subject]))
+    assert np.isnan(unl.pos_cam).all() and np.isnan(unl.pos_world).all()
+    p = _tiny("temporal", unlabeled_subjects=("S5",), gan_frames=7, semi_warmup_epochs=1,
+              velocity_weight=1.0, floor_weight=1.0, adv_weight=0.05)
+    setup = setup_temporal_semi(p, lab, 0, unl)
+    assert "ux2d" not in next(iter(setup.train_batches(0)))              # warm-up: labelled only
+    b = next(iter(setup.train_batches(1)))
+    assert set(b) == {"x2d", "pose", "root", "ux2d", "uuv", "uK", "udist", "uwh", "uR", "ut", "real_seq"}
+    lab_bones = bone_lengths(torch.from_numpy(lab.pos_world).double())
+    real_bones = bone_lengths(b["real_seq"].double()).reshape(-1, NUM_JOINTS - 1)
+    # each real pose is one of the labelled subject's frames (bone lengths survive the augmentation)
+    d = (real_bones[:, None] - lab_bones[None]).abs().amax(-1).amin(1)
+    assert d.max() < 1e-4
+    h = _fit("temporal", p, lab, 2, unl=unl)
+    assert "train_reproj" not in h[0]
+    for k in ("train_loss", "train_reproj", "train_bone", "train_floor", "train_adv", "train_loss_critic"):
+        assert np.isfinite(h[1][k]), k
+
+
+def test_unlabeled_batch_flips_in_2d_only(studio):
+    fs = two_d_only(build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S5"]))
+    idx = window_indices(fs, np.arange(0, fs.num_frames, 7), 2, 2)
+    plain = unlabeled_batch(fs, idx, False, np.random.default_rng(0))
+    torch.testing.assert_close(plain["uv"], torch.from_numpy(fs.uv[idx]))
+    flipped = unlabeled_batch(fs, idx, True, np.random.default_rng(0))
+    f = np.random.default_rng(0).random(len(idx)) < 0.5
+    assert 0 < f.sum() < len(f)
+    torch.testing.assert_close(flipped["uv"][~f], plain["uv"][~f])
+    want = flip_pixels(plain["uv"][f].double(), plain["K"][f][:, None].double()).float()
+    torch.testing.assert_close(flipped["uv"][f], want)
+    torch.testing.assert_close(flipped["x2d"], to_screen(flipped["uv"], flipped["wh"][:, None]))
+
+
+def test_semi_reprojection_loss_exact_value():
+    """One frame, two joints at the root (0, 0, 2) and (0.2, 0, 2); f = 100 px, principal point
+    (50, 50), no distortion, 100 x 100 px image: projections (50, 50) and (60, 50) px. Against
+    inputs (50, 50) and (70, 50): errors 0 and 10 px = 0.2 screen units -> mean 0.1."""
+    pose = torch.tensor([[[[0.0, 0, 0], [0.2, 0, 0]]]])                  # (1, 1, 2, 3)
+    root = torch.tensor([[[0.0, 0, 2]]])                                   # (1, 1, 3)
+    uv = torch.tensor([[[[50.0, 50], [70, 50]]]])
+    K = torch.tensor([[[100.0, 0, 50], [0, 100, 50], [0, 0, 1]]])
+    loss = semi_reprojection_loss(pose, root, uv, K, torch.zeros(1, 5), torch.tensor([[100.0, 100]]))
+    assert loss.item() == pytest.approx(0.1, abs=1e-6)
+    # a root behind the camera is clamped to 0.1 m depth instead of flipping the image
+    behind = semi_reprojection_loss(pose, -root, uv, K, torch.zeros(1, 5), torch.tensor([[100.0, 100]]))
+    assert behind.item() == pytest.approx((0 + abs(50 + 100 * 0.2 / 0.1 - 70) / 50) / 2, abs=1e-5)
+
+
+def test_unit_scale_divides_each_sequence_by_its_mean_bone_length():
+    rng = np.random.default_rng(1)
+    seq = torch.from_numpy(rng.normal(size=(3, 4, NUM_JOINTS, 3)))
+    out = unit_scale(seq)
+    torch.testing.assert_close(bone_lengths(out).mean((1, 2)), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(unit_scale(2.5 * seq), out)                # no size cue left
+    torch.testing.assert_close(out[1] * bone_lengths(seq[1]).mean(), seq[1])
+
+
+def test_floor_contact_loss_exact_value():
+    """A camera 2 m above the floor looking along world +y (x_c = R x_w + t): ankles placed in
+    the camera frame come back to world heights 0.10 and 0.25 m (lower: 0.10); with the floor at
+    0.07 the loss is 0.03 m; the same pose 0.05 m lower: 0.02 m."""
+    R = torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])           # world z up -> camera -y
+    t = -R @ torch.tensor([0.0, 0, 2])                                    # camera centre (0, 0, 2)
+    world = torch.zeros(1, 1, NUM_JOINTS, 3)
+    world[..., :, 1] = 3.0                                                # 3 m in front
+    world[0, 0, JOINT_INDEX["l_ankle"], 2] = 0.10
+    world[0, 0, JOINT_INDEX["r_ankle"], 2] = 0.25
+    world[0, 0, 0, 2] = 0.9                                               # pelvis
+    cam = world @ R.T + t
+    root, pose = cam[:, :, 0], cam - cam[:, :, :1]
+    up = torch.tensor([0.0, 0, 1])
+    loss = floor_contact_loss(pose, root, R[None], t[None], up, 0.07)
+    assert loss.item() == pytest.approx(0.03, abs=1e-6)
+    lower = root + torch.tensor([0.0, 0.05, 0])                           # camera y points down
+    assert floor_contact_loss(pose, lower, R[None], t[None], up, 0.07).item() == pytest.approx(0.02, abs=1e-6)
+
+
+def test_floor_height_is_the_median_lower_ankle(studio):
+    fs = build_frames(studio / "mocap.h5", studio / "cameras.json", subjects=["S1"])
+    low = np.minimum(fs.pos_world[:, JOINT_INDEX["l_ankle"]] @ fs.up, fs.pos_world[:, JOINT_INDEX["r_ankle"]] @ fs.up)
+    assert floor_height(fs) == pytest.approx(float(np.median(low)))
+
+
+def test_running_stats_frozen_keeps_batchnorm_running_stats_but_batch_normalises():
+    torch.manual_seed(0)
+    bn = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).train()
+    x = torch.randn(16, 3) * 5 + 2
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    with running_stats_frozen(bn):
+        y = bn(x)
+    after = bn.state_dict()
+    for k in ("1.running_mean", "1.running_var"):
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0)
+    assert bn[1].momentum == 0.1                                           # restored
+    h = bn[0](x)                                                           # batch statistics used
+    torch.testing.assert_close(y, (h - h.mean(0)) / (h.var(0, unbiased=False) + bn[1].eps).sqrt()
+                               * bn[1].weight + bn[1].bias)
+    bn(x)
+    assert not torch.equal(bn.state_dict()["1.running_mean"], before["1.running_mean"])
+
+
+def test_bone_length_loss_exact_value():
+    """Bones of the unlabelled predictions 10 % longer than the labelled poses' on average:
+    the loss is the mean over bones of |mean length difference| (metres)."""
+    rng = np.random.default_rng(0)
+    lab = torch.from_numpy(rng.normal(size=(4, NUM_JOINTS, 3)))
+    pred = 1.1 * lab[:2][:, None].expand(2, 3, NUM_JOINTS, 3)             # (B, L, J, 3)
+    want = (1.1 * bone_lengths(lab[:2]).mean(0) - bone_lengths(lab).mean(0)).abs().mean()
+    assert bone_length_loss(pred, lab).item() == pytest.approx(want.item(), rel=1e-12)
+    assert bone_length_loss(lab[:, None], lab).item() == 0.0
 
 
 @pytest.mark.parametrize("name", ["martinez", "temporal"])

@@ -11,6 +11,8 @@ augmentation; shuffles use ``numpy.random.default_rng([seed, epoch])``.
 
 from __future__ import annotations
 
+import dataclasses
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,9 +24,10 @@ from pose3d.geometry.camera import project_camera
 from pose3d.models.martinez import MartinezLifter
 from pose3d.models.repnet import KCSCritic, RepNetLifter, camera_loss, critic_loss, reprojection_loss
 from pose3d.models.temporal import TemporalDiscriminator, TemporalLifter
-from pose3d.skeleton import bone_lengths
-from pose3d.tasks.lifting.data import Augment, FrameSet, make_batch, to_screen, window_indices
 from pose3d.runtime import distributed
+from pose3d.skeleton import JOINT_INDEX, bone_lengths
+from pose3d.tasks.lifting.data import (Augment, FrameSet, flip_pixels, make_batch, to_screen,
+                                       window_indices)
 from pose3d.runtime.train import LazyBatches, adam
 
 
@@ -203,6 +206,95 @@ def temporal_context(receptive_field: int, causal: bool) -> tuple[int, int]:
     return (r, 0) if causal else (r // 2, r - r // 2)
 
 
+def two_d_only(fs: FrameSet) -> FrameSet:
+    """A copy of ``fs`` without its 3D (world and camera-frame joints set to NaN): what an
+    unlabelled subject gives (its 2D and cameras). Any use of its 3D makes a loss NaN."""
+    return dataclasses.replace(fs, pos_world=np.full_like(fs.pos_world, np.nan),
+                               pos_cam=np.full_like(fs.pos_cam, np.nan))
+
+
+def unlabeled_batch(fs: FrameSet, idx: np.ndarray, flip: bool, rng: np.random.Generator) -> dict:
+    """2D-only windows ``idx`` (B, T) of an unlabelled FrameSet: ``x2d`` (B, T, J, 2) screen
+    coords (model input), ``uv`` (B, T, J, 2) pixels, ``K`` (B, 3, 3), ``dist`` (B, 5), ``wh``
+    (B, 2). With ``flip`` a random half is mirrored in 2D (:func:`flip_pixels`); no virtual
+    cameras: rotating a subject needs its 3D, which an unlabelled subject does not have."""
+    idx = np.asarray(idx)
+    seq = fs.seq_of_frame[idx[:, 0]]
+    K = torch.from_numpy(fs.K[seq]).double()
+    wh = torch.from_numpy(fs.wh[seq]).double()
+    uv = torch.from_numpy(fs.uv[idx]).double()
+    if flip:
+        f = torch.from_numpy(rng.random(len(idx)) < 0.5)
+        uv = torch.where(f[:, None, None, None], flip_pixels(uv, K[:, None]), uv)
+    return {"x2d": to_screen(uv, wh[:, None]).float(), "uv": uv.float(), "K": K.float(),
+            "dist": torch.from_numpy(fs.dist[seq]).float(), "wh": wh.float(),
+            "R": torch.from_numpy(fs.R[seq]).float(), "t": torch.from_numpy(fs.t[seq]).float()}
+
+
+ANKLES = [JOINT_INDEX["l_ankle"], JOINT_INDEX["r_ankle"]]
+
+
+def floor_height(fs: FrameSet) -> float:
+    """Median over frames of the lower ankle's height along the world vertical ``fs.up``
+    (metres): where the labelled subjects' feet meet the floor."""
+    return float(np.median((fs.pos_world[:, ANKLES] @ fs.up).min(-1)))
+
+
+def floor_contact_loss(pose: torch.Tensor, root: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                       up: torch.Tensor, floor: float) -> torch.Tensor:
+    """Ground contact through the known extrinsics: root-relative ``pose`` (B, L, J, 3) at the
+    predicted ``root`` (B, L, 3), camera frame, taken to the world (x_w = R^T (x_c - t), ``R``
+    (B, 3, 3), ``t`` (B, 3)); mean |height of the lower ankle along ``up`` (3,) - ``floor``|
+    (metres). It anchors the depth (hence the scale) that the 2D reprojection leaves free."""
+    x_cam = pose + root[:, :, None, :]
+    x_world = (x_cam - t[:, None, None, :]) @ R[:, None]           # row vectors: R^T (x - t)
+    lowest = (x_world[..., ANKLES, :] @ up).amin(-1)                 # (B, L)
+    return (lowest - floor).abs().mean()
+
+
+def semi_reprojection_loss(pose: torch.Tensor, root: torch.Tensor, uv: torch.Tensor,
+                           K: torch.Tensor, dist: torch.Tensor, wh: torch.Tensor) -> torch.Tensor:
+    """2D reprojection loss of unlabelled frames: root-relative ``pose`` (B, L, J, 3) placed at
+    the predicted ``root`` (B, L, 3) (camera frame, metres; depth clamped to >= 0.1 m), projected
+    through the sequence's own camera ``K`` (B, 3, 3) and distortion ``dist`` (B, 5), against the
+    input 2D ``uv`` (B, L, J, 2) pixels: mean per-joint distance in screen coordinates
+    (:func:`pose3d.tasks.lifting.data.to_screen`, image width ``wh[:, 0]`` = 2 units)."""
+    absolute = pose + root[:, :, None, :]
+    absolute = torch.cat([absolute[..., :2], absolute[..., 2:].clamp_min(0.1)], dim=-1)
+    K, dist, wh = K[:, None], dist[:, None], wh[:, None]
+    proj = to_screen(project_camera(absolute, K, dist), wh)
+    return (proj - to_screen(uv, wh)).norm(dim=-1).mean()
+
+
+def bone_length_loss(pose: torch.Tensor, labeled_pose: torch.Tensor) -> torch.Tensor:
+    """VideoPose3D's soft scale constraint: mean |mean bone length of the unlabelled
+    predictions ``pose`` (..., J, 3) - mean bone length of the labelled batch's 3D
+    ``labeled_pose`` (..., J, 3)| over the bones (metres)."""
+    flat = lambda x: bone_lengths(x).reshape(-1, x.shape[-2] - 1).mean(0)  # noqa: E731
+    return (flat(pose) - flat(labeled_pose)).abs().mean()
+
+
+def unit_scale(seq: torch.Tensor) -> torch.Tensor:
+    """Pose sequences (B, L, J, 3) divided by each sequence's mean bone length: what a
+    scale-free critic sees (shape and motion, not the subject's size)."""
+    return seq / bone_lengths(seq).mean((1, 2)).clamp_min(1e-6)[:, None, None, None]
+
+
+@contextmanager
+def running_stats_frozen(module: torch.nn.Module):
+    """Inside: BatchNorm layers still normalise with the batch's own statistics (as in training)
+    but leave their running statistics (what the test uses) as they were (momentum 0)."""
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
+
 def setup_temporal(p, train: FrameSet, seed: int) -> Setup:
     """The labelled subjects (``p.labeled_subjects``, default: every train subject not in
     ``p.unlabeled_subjects``) are supervised in 3D; the unlabelled ones give only their 2D."""
@@ -228,16 +320,22 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
     s = _stats_sample(labeled, rows, aug, seed)
     model.set_normalization(s["pose"][:, 0], s["root"][:, 0])
     semi = unlabeled is not None and len(unlabeled) > 0
+    if semi:
+        unlabeled = two_d_only(unlabeled)
     L = p.gan_frames
     opt = adam(model.parameters(), lr=p.lr, amsgrad=True)
     modules, opts = {"gen": model}, {"gen": opt}
     scheds = {"gen": _exp(opt, p.lr_decay)}
-    if semi:
+    gan = semi and p.adv_weight > 0
+    if gan:
         disc = TemporalDiscriminator()
         oc = adam(disc.parameters(), lr=p.critic_lr, betas=(0.5, 0.9))
         modules["critic"], opts["critic"] = disc, oc
         scheds["critic"] = _exp(oc, p.lr_decay)
+    if semi:
         urows = np.arange(0, unlabeled.num_frames, p.train_stride)
+        floor = floor_height(labeled)
+        up = torch.from_numpy(labeled.up).float()
 
     pairs = p.velocity_weight > 0
     anchors = max(p.batch_size // 2, 2) if pairs else p.batch_size
@@ -270,15 +368,17 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
                        "root": torch.cat([b["root"][:, before], b["root"][:, before + 1]])}
             else:
                 out = {"x2d": b["x2d"], "pose": b["pose"][:, before], "root": b["root"][:, before]}
-            if semi:
+            if semi and epoch >= p.semi_warmup_epochs:
                 n = len(chunks[i])
                 # unlabelled: L consecutive output frames need R + L - 1 input frames
-                u = make_batch(unlabeled, window_indices(unlabeled, uch[i][:n], before, after + L - 1),
-                               aug, rng, centre=before)
+                u = unlabeled_batch(unlabeled, window_indices(unlabeled, uch[i][:n], before, after + L - 1),
+                                    p.flip_aug, rng)
                 out.update(ux2d=u["x2d"], uuv=u["uv"][:, before:before + L], uK=u["K"],
-                           udist=u["dist"], uwh=u["wh"])
-                r = make_batch(labeled, window_indices(labeled, rch[i][:n], 0, L - 1), aug, rng, centre=0)
-                out["real_seq"] = r["pose"]
+                           udist=u["dist"], uwh=u["wh"], uR=u["R"], ut=u["t"])
+                if gan:
+                    r = make_batch(labeled, window_indices(labeled, rch[i][:n], 0, L - 1), aug, rng,
+                                   centre=0)
+                    out["real_seq"] = r["pose"]
             return out
 
         return LazyBatches(len(chunks), make, split=split_pairs if pairs else None)
@@ -299,23 +399,34 @@ def setup_temporal_semi(p, labeled: FrameSet, seed: int, unlabeled: FrameSet | N
             vel = ((pred[n:] - pred[:n]) - (b["pose"][n:] - b["pose"][:n])).norm(dim=-1).mean()
             loss = loss + p.velocity_weight * vel
             out["mpjve_mm"] = vel * 1000
-        if semi:
-            D = ctx.modules["critic"]
-            with ctx.autocast():
+        if semi and epoch >= p.semi_warmup_epochs:
+            # the unlabelled windows (2D flips only, L frames each) are not the test-time input
+            # distribution: with unlabeled_bn_stats off they do not move BatchNorm's running stats
+            frozen = nullcontext() if p.unlabeled_bn_stats else running_stats_frozen(m)
+            with ctx.autocast(), frozen:
                 upred = m(b["ux2d"], pad=False).float()                 # (B, L, J, 3)
                 uroot = m.forward_root(b["ux2d"], pad=False).float()    # (B, L, 3)
-            real = b["real_seq"]
-            loss_d = critic_loss(D, real, upred.detach(), p.gp_weight, draw=distributed.rand_rows)
-            ctx.backward_step(loss_d, "critic")
-            absolute = upred + uroot[:, :, None, :]
-            absolute = torch.cat([absolute[..., :2], absolute[..., 2:].clamp_min(0.1)], dim=-1)
-            K, dist, wh = b["uK"][:, None], b["udist"][:, None], b["uwh"][:, None]
-            proj = to_screen(project_camera(absolute, K, dist), wh)
-            reproj = (proj - to_screen(b["uuv"], wh)).norm(dim=-1).mean()
-            bone = (bone_lengths(upred).mean((0, 1)) - bone_lengths(b["pose"]).mean(0)).abs().mean()
-            adv = -D(upred).mean()
-            loss = loss + p.reproj_weight * reproj + p.bone_weight * bone + p.adv_weight * adv
-            out.update(reproj=reproj, bone=bone, adv=adv, loss_critic=loss_d)
+            if not p.reproj_trains_traj:
+                uroot = uroot.detach()
+            reproj = semi_reprojection_loss(upred, uroot, b["uuv"], b["uK"], b["udist"], b["uwh"])
+            bone = bone_length_loss(upred, b["pose"])
+            loss = loss + p.reproj_weight * reproj + p.bone_weight * bone
+            out.update(reproj=reproj, bone=bone)
+            if p.floor_weight > 0:
+                fpose = upred.detach() if p.floor_root_only else upred
+                fl = floor_contact_loss(fpose, uroot, b["uR"], b["ut"], up.to(upred.device), floor)
+                loss = loss + p.floor_weight * fl
+                out["floor"] = fl
+            if gan:
+                D = ctx.modules["critic"]
+                real, fake = b["real_seq"], upred
+                if p.critic_scale_free:
+                    real, fake = unit_scale(real), unit_scale(fake)
+                loss_d = critic_loss(D, real, fake.detach(), p.gp_weight, draw=distributed.rand_rows)
+                ctx.backward_step(loss_d, "critic")
+                adv = -D(fake).mean()
+                loss = loss + p.adv_weight * adv
+                out.update(adv=adv, loss_critic=loss_d)
         ctx.backward_step(loss, "gen")
         out["loss"] = loss
         return out

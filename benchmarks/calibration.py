@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from pose3d.data.boards import BoardSpec
-from pose3d.data.io import load_cameras, read_mocap
+from pose3d.data.io import load_cameras
 from pose3d.data.studio.calibration import render_calibration_takes
 from pose3d.geometry.camera import stack_cameras
 from pose3d.geometry.triangulation import triangulate

@@ -14,9 +14,9 @@ from pose3d.data.studio.calibration import (MARGIN_SQUARES, BoardPose, floor_pos
                                             render_board, subpixel_rays)
 from pose3d.data.studio.rig import make_rig
 from pose3d.geometry.camera import Camera, project_camera, undistort_points
-from pose3d.tasks.calibrate import cli
+from pose3d.tasks.calibrate import cli, pipeline
 from pose3d.tasks.calibrate.detect import BoardDetector, SourceDetections
-from pose3d.tasks.calibrate.pipeline import calibrate_detections
+from pose3d.tasks.calibrate.pipeline import Calibration, calibrate_detections
 from pose3d.tasks.calibrate.solve import (Observations, bundle_adjust, calibrate_intrinsics, rodrigues,
                                           to_rvec)
 
@@ -262,8 +262,6 @@ def test_cli_writes_cameras_json_from_image_folders(tmp_path, monkeypatch):
     """The command's file handling: take folders in (camera names from the folder names, the
     floor board for the floor take), cameras.json under the given subjects out. Detection and
     solve are stubbed here; the tests above check them."""
-    import pose3d.tasks.calibrate.pipeline as pipeline
-    from pose3d.tasks.calibrate.pipeline import Calibration
     rig = make_rig("S9", num_cameras=2, width=512, height=512, seed=0)
     frame = np.zeros((8, 8, 3), np.uint8)
     take = _take(tmp_path, "board", {n: [frame] for n in rig})

@@ -37,8 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pose2d", help="2D model folder (config.json + model.pt; default: the repo's models/pose2d)")
     p.add_argument("--lifter", help="temporal lifter folder (default: the repo's models/temporal)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--refine-boxes", type=int, default=1, metavar="N",
-                   help="passes that re-crop around the previous pass's 2D (default 1)")
+    p.add_argument("--refine-boxes", type=int, default=2, metavar="N",
+                   help="passes that re-crop around the previous pass's 2D (default 2)")
     p.add_argument("--ransac-threshold", type=float, default=15.0, metavar="PX", help="RANSAC inlier threshold (px)")
     p.add_argument("--max-frames", type=int, help="only the first N frames")
     p.add_argument("--export", nargs="+", default=list(EXPORTS), choices=EXPORTS, help="formats to write")

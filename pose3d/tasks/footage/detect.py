@@ -159,7 +159,7 @@ def scale_boxes(boxes: np.ndarray, factor: float) -> np.ndarray:
 
 def detect_video(model: torch.nn.Module, video: str | Path, *, crop_size: int, background: np.ndarray | None = None,
                  batch_size: int = 32, margin: float = 0.25, refine: int = 2, refine_min_score: float = 0.3,
-                 first_scale: float = 1.5, smooth: int = 5, threshold: float = 30.0,
+                 first_scale: float = 1.25, smooth: int = 5, threshold: float = 30.0,
                  max_frames: int | None = None, progress: bool = True, **predict_kw) -> Keypoints2D:
     """Boxes then 2D for every frame of ``video`` (see the module docstring). The first pass
     crops ``first_scale`` x the background box (context for a blob that missed a limb); each of

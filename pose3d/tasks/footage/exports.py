@@ -28,6 +28,7 @@ Glossary: T frames, J joints (H36M-17).
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import c3d
@@ -211,7 +212,8 @@ def write_c3d(path: str | Path, joints: np.ndarray, fps: float) -> None:
         frames.append((p, np.zeros((0, 0), np.float32)))
     w.add_frames(frames)
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "No analog data", UserWarning)  # points only, on purpose
         w.write(fh)
 
 

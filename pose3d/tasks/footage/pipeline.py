@@ -152,7 +152,7 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
           keypoints: Sequence[str | Path] = (), cameras: str | Path | None = None, subject: str | None = None,
           focal: float | None = None, image_size: tuple[int, int] | None = None, fps: float | None = None,
           background: Sequence[str | Path] = (), pose2d_dir: str | Path | None = None,
-          lifter_dir: str | Path | None = None, device: str = "auto", refine_boxes: int = 1,
+          lifter_dir: str | Path | None = None, device: str = "auto", refine_boxes: int = 2,
           ransac_threshold_px: float = 15.0, score_threshold: float = 0.2, max_frames: int | None = None,
           export: Sequence[str] = EXPORTS, video: bool = True, progress: bool = True) -> FootageResult:
     """Videos (or keypoint files, one per view) -> 3D and the exports in ``out`` (module docstring).

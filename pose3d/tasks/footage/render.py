@@ -53,7 +53,7 @@ def render_video(path: str | Path, videos: Sequence[str | Path] | None, points_2
     V, T = points_2d.shape[:2]
     iters = [iter_frames(v, 1, T) for v in videos] if videos else None
     c = joints_y_up - joints_y_up[:, :1]
-    radius = float(np.nanmax(np.abs(c))) * 1.1 if np.isfinite(c).any() else 1.0
+    radius = float(np.nanmax(np.abs(c))) * 1.35 if np.isfinite(c).any() else 1.0
     floor = float(np.nanmin(c[..., 1])) if np.isfinite(c).any() else -radius
     fig = plt.figure(figsize=(PANEL / 100, PANEL / 100), dpi=100)
     ax = fig.add_subplot(1, 1, 1, projection="3d")

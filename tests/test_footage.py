@@ -264,8 +264,11 @@ def test_infer_one_camera(tiny, tmp_path):
     t = pq.read_table(out / "poses_3d.parquet")  # pyarrow directly, not the contracts reader
     got = np.asarray(t.column("joints_3d").to_pylist(), np.float32).reshape(6, 17, 3)
     np.testing.assert_allclose(got, r.joints, atol=1e-6)
-    meta = json.loads(t.schema.metadata[b"pose3d"]) if b"pose3d" in (t.schema.metadata or {}) else None
-    assert meta is None or meta["coord_frame"] == "camera"
+    meta = json.loads(pq.read_schema(out / "poses_3d.parquet").metadata[b"pose3d"])
+    assert meta["coord_frame"] == "camera" and meta["joint_names"] == list(JOINT_NAMES) and meta["fps"] == 25.0
+    root = np.asarray(t.column("root_3d").to_pylist())
+    np.testing.assert_allclose(root, r.root, atol=1e-6)
+    np.testing.assert_allclose(r.joints[:, 0], r.root, atol=1e-5)  # the pelvis rides on the trajectory
     s = json.loads((out / "summary.json").read_text())
     assert s["frames"] == 6 and s["focal_source"] == "assumed" and s["focal_px"] == pytest.approx(1.2 * W)
     cap = cv2.VideoCapture(str(out / "skeleton.mp4"))

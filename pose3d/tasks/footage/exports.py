@@ -36,6 +36,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from pose3d.data.io import atomic_path
+from pose3d.geometry.shapes import check_shape
 from pose3d.skeleton import JOINT_INDEX, JOINT_NAMES, LEFT_JOINTS, PARENTS, RIGHT_JOINTS
 
 J = len(JOINT_NAMES)
@@ -141,6 +142,7 @@ def solve_rotations(joints: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def write_bvh(path: str | Path, joints: np.ndarray, fps: float) -> None:
     """BVH of joints (T, J, 3) metres, Y up (see the module docstring); units centimetres."""
+    check_shape(joints, "T 17 3", "joints")
     x = np.asarray(joints, np.float64) * 100.0
     off = rest_offsets(x)
     G = solve_rotations(x, off)
@@ -185,6 +187,7 @@ def write_bvh(path: str | Path, joints: np.ndarray, fps: float) -> None:
 # --------------------------------------------------------------------------- TRC / C3D / npz
 def write_trc(path: str | Path, joints: np.ndarray, fps: float) -> None:
     """OpenSim / Pose2Sim marker file: tab-separated, metres, one marker per H36M-17 joint."""
+    check_shape(joints, "T 17 3", "joints")
     T = len(joints)
     lines = [f"PathFileType\t4\t(X/Y/Z)\t{Path(path).name}",
              "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames",
@@ -201,6 +204,7 @@ def write_trc(path: str | Path, joints: np.ndarray, fps: float) -> None:
 def write_c3d(path: str | Path, joints: np.ndarray, fps: float) -> None:
     """C3D through the ``c3d`` library: float points in millimetres, labels = H36M-17 names;
     a missing joint (NaN) gets residual -1 (the C3D mark of an invalid point)."""
+    check_shape(joints, "T 17 3", "joints")
     w = c3d.Writer(point_rate=float(fps), analog_rate=0.0, point_units="mm  ")
     w.set_point_labels(list(JOINT_NAMES))
     frames = []

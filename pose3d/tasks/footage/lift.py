@@ -30,6 +30,7 @@ import torch
 from pose3d.data.io import DataError
 from pose3d.data.studio.rig import H36M_INTRINSICS
 from pose3d.geometry.camera import distort_normalized, normalized_to_pixels, undistort_points
+from pose3d.geometry.shapes import check_shape
 from pose3d.skeleton import JOINT_NAMES
 from pose3d.tasks.lifting.data import FrameSet
 from pose3d.tasks.lifting.pipeline import load_lifter, predict
@@ -104,6 +105,7 @@ def lift_view(model: torch.nn.Module, points_px: np.ndarray, K: np.ndarray, dist
               flip_tta: bool = True, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(T, J, 2) user pixels (no NaN) -> (pose (T, J, 3) root-relative metres, root (T, 3) metres),
     both in the user's camera frame (x right, y down, z forward)."""
+    check_shape(points_px, "T 17 2", "points_px")
     T = len(points_px)
     K_ref, dist_ref, w, h = reference_camera()
     uv = to_reference_pixels(points_px, K, dist).astype(np.float32)

@@ -77,7 +77,8 @@ def fill_gaps(points: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     ok = np.isfinite(x).all(-1)
     never = [JOINT_NAMES[j] for j in np.flatnonzero(~ok.any(0))] if x.shape[1] == len(JOINT_NAMES) else []
     if not ok.any(0).all():
-        raise DataError(f"{where}: joint(s) {never or list(np.flatnonzero(~ok.any(0)))} missing in every frame")
+        raise DataError(f"{where}: joint(s) {never or list(np.flatnonzero(~ok.any(0)))} missing in every frame "
+                        "(for triangulation: fewer than 2 views saw them above the score threshold)")
     t = np.arange(len(x))
     for j in np.flatnonzero(~ok.all(0)):
         for c in range(x.shape[-1]):

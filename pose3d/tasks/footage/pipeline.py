@@ -10,7 +10,8 @@ Routes:
   (``coord_frame`` camera), or in the world frame when ``cameras`` calibrates that one view;
 * **N >= 2 views** with ``cameras``: 2D per view -> RANSAC triangulation over views with
   Levenberg-Marquardt refinement (:func:`pose3d.geometry.triangulation.triangulate`, as
-  triangulate@ransac), world frame of cameras.json.
+  triangulate@ransac), world frame of cameras.json; a joint RANSAC finds no consensus for takes
+  the score-weighted DLT of the views that saw it (counted in summary.json).
 
 Cameras: a pose3d ``cameras.json`` (``{"subjects": {<subject>: {<camera>: {K, dist, R, t, width,
 height}}}}``) with one subject (or name it: ``subject``). Views are matched to cameras by name
@@ -19,8 +20,8 @@ when each camera name occurs in exactly one video's file name, else in the order
 
 Outputs (``out``, built in a temporary sibling and renamed at the end, so a failure leaves no
 half-written folder): ``poses_3d.parquet`` (:func:`pose3d.data.contracts.write_predictions`:
-subject "footage", action = the first input's stem, joints in metres, NaN where triangulation
-declined a joint), ``keypoints_2d.parquet`` (the 2D per view, detections contract),
+subject "footage", action = the first input's stem, joints in metres, NaN where fewer than
+two views saw a joint), ``keypoints_2d.parquet`` (the 2D per view, detections contract),
 ``poses_3d.bvh`` / ``.trc`` / ``.c3d`` (Y up, :mod:`.exports`; gaps interpolated for the BVH),
 ``poses_3d_vp3d.npz``, ``skeleton.mp4`` + ``skeleton.png`` (its middle frame) and
 ``summary.json`` (inputs, camera model used, frames, timings).
@@ -234,15 +235,20 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
             joints = (joints - t) @ R  # x_world = R^T (x_cam - t)
             coord = "world"
     else:
-        res = triangulate(torch.as_tensor(pts2d.transpose(1, 0, 2, 3)), stack_cameras(cams),
-                          torch.as_tensor(sc2d.transpose(1, 0, 2)), method="ransac",
-                          score_threshold=score_threshold, weighted=True, refine=True,
-                          ransac_threshold_px=ransac_threshold_px)
-        joints = res.points_3d.numpy()
+        uv, sc, rig = (torch.as_tensor(pts2d.transpose(1, 0, 2, 3)), torch.as_tensor(sc2d.transpose(1, 0, 2)),
+                       stack_cameras(cams))
+        joints = triangulate(uv, rig, sc, method="ransac", score_threshold=score_threshold, weighted=True,
+                             refine=True, ransac_threshold_px=ransac_threshold_px).points_3d.numpy()
+        declined = ~np.isfinite(joints).all(-1)
+        if declined.any():  # no consensus: the score-weighted DLT of every view that saw the joint
+            dlt = triangulate(uv, rig, sc, method="dlt", score_threshold=score_threshold, weighted=True,
+                              refine=True).points_3d.numpy()
+            joints = np.where(declined[..., None], dlt, joints)
         coord = "world"
         meta.update({"method": "footage_triangulate_ransac", "ransac_threshold_px": ransac_threshold_px,
                      "score_threshold": score_threshold, "cameras": [c.name for c in cams],
-                     "declined_joint_frac": float(np.isnan(joints).any(-1).mean())})
+                     "ransac_declined_joint_frac": float(declined.mean()),
+                     "missing_joint_frac": float((~np.isfinite(joints).all(-1)).mean())})
     timings["3d_s"] = time.perf_counter() - ts
     result = FootageResult(joints.astype(np.float32), coord, pts2d.astype(np.float32), sc2d.astype(np.float32),
                            rate, names, root=root)

@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--no-background", action="store_true", help="boxes from each clip's own median frame")
     ap.add_argument("--true-focal", action="store_true", help="one camera: pass the camera's fx as --focal")
     ap.add_argument("--no-multi", action="store_true", help="only the single-camera runs")
+    ap.add_argument("--no-single", action="store_true", help="only the multi-camera runs")
     a = ap.parse_args()
     torch.set_num_threads(1)
     studio = Path(a.studio)
@@ -72,6 +73,8 @@ def main() -> None:
             P = seq.positions_world.astype(np.float64)
             vids = [studio / "videos" / subject / f"{seq.action}.{c}.mp4" for c in cams]
             for c, v in zip(cams, vids):
+                if a.no_single:
+                    break
                 cam = rig[subject][c]
                 t0 = time.perf_counter()
                 r = infer([v], tmp / "out", background=[bgs[c]] if bgs else (), video=not a.no_video, progress=False,

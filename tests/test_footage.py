@@ -279,6 +279,20 @@ def test_infer_one_camera(tiny, tmp_path):
     assert all(n in m.names for n in JOINT_NAMES) and m.positions.shape[0] == 6
 
 
+def test_infer_two_calibrated_videos(tiny, tmp_path):
+    """The video route with cameras: 2D per view, boxes re-made from the 3D's reprojection, 2D and
+    RANSAC again (random weights: shapes, frame and files only)."""
+    vids = [tiny["studio"] / "videos" / "S9" / f"Walking.{c}.mp4" for c in ("cam1", "cam0")]
+    r = infer(vids, tmp_path / "out", cameras=tiny["studio"] / "cameras.json", pose2d_dir=tiny["pose2d"],
+              score_threshold=0.0, device="cpu", progress=False, video=False, export=["parquet", "bvh"])
+    assert r.coord_frame == "world" and r.joints.shape == (6, 17, 3) and r.points_2d.shape == (2, 6, 17, 2)
+    assert r.views == ["Walking.cam1", "Walking.cam0"]
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["cameras"] == ["cam1", "cam0"] and 0.0 <= s["ransac_declined_joint_frac"] <= 1.0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keypoints_2d.parquet", "poses_3d.bvh",
+                                                                   "poses_3d.parquet", "summary.json"]
+
+
 def test_infer_calibrated_cameras_from_imported_keypoints(tiny, tmp_path):
     """Two calibrated views of COCO keypoints (projections of the studio's mocap) triangulate back
     to the mocap's joints."""

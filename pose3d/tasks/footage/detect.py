@@ -106,9 +106,10 @@ def background_boxes(video: str | Path, num_frames: int, *, background: np.ndarr
     return boxes, int(missing.sum())
 
 
-def _detect_in_boxes(model: torch.nn.Module, video: str | Path, boxes: np.ndarray, crop_size: int,
+def detect_in_boxes(model: torch.nn.Module, video: str | Path, boxes: np.ndarray, crop_size: int,
                      batch_size: int, progress: bool, desc: str, **predict_kw) -> tuple[np.ndarray, np.ndarray]:
-    """2D inside given boxes (T, 4) -> (points (T, J, 2) image px, scores (T, J))."""
+    """2D inside given square boxes (T, 4) xyxy of the first T frames of ``video`` -> (points (T, J, 2)
+    image px, scores (T, J))."""
     T = len(boxes)
     J = model.config.num_joints
     pts = np.zeros((T, J, 2), np.float32)
@@ -171,12 +172,12 @@ def detect_video(model: torch.nn.Module, video: str | Path, *, crop_size: int, b
     if n_missing:
         log.info("%s: %d of %d frames had no foreground blob (took the nearest frame's box)", video, n_missing, T)
     boxes = scale_boxes(smooth_boxes(boxes, smooth), first_scale)
-    pts, scs = _detect_in_boxes(model, video, boxes, crop_size, batch_size, progress, "2d", **predict_kw)
+    pts, scs = detect_in_boxes(model, video, boxes, crop_size, batch_size, progress, "2d", **predict_kw)
     for k in range(int(refine)):
         kp = np.where((scs >= refine_min_score)[..., None], pts, np.nan)
         new = square_box(kp, margin)
         ok = np.isfinite(new).all(1)
         boxes = smooth_boxes(np.where(ok[:, None], new, boxes), smooth)
-        pts, scs = _detect_in_boxes(model, video, boxes, crop_size, batch_size, progress, f"2d (refined boxes {k + 1})",
+        pts, scs = detect_in_boxes(model, video, boxes, crop_size, batch_size, progress, f"2d (refined boxes {k + 1})",
                                     **predict_kw)
     return Keypoints2D(pts, scs, boxes, info.width, info.height, info.fps, f"pose_resnet on {video}")

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 
 from pose3d.data.contracts import write_detections, write_predictions
-from pose3d.data.crops import median_background
+from pose3d.data.crops import median_background, square_box
 from pose3d.data.io import DataError, atomic_dir, load_cameras, write_json
 from pose3d.data.video import IMAGE_EXTENSIONS, VideoError, iter_frames, video_info
 from pose3d.geometry.camera import Camera, stack_cameras
@@ -49,7 +49,7 @@ from pose3d.geometry.triangulation import triangulate
 from pose3d.runtime.train import resolve_device
 from pose3d.skeleton import JOINT_NAMES
 from pose3d.tasks.footage import exports
-from pose3d.tasks.footage.detect import Keypoints2D, detect_video
+from pose3d.tasks.footage.detect import Keypoints2D, detect_in_boxes, detect_video
 from pose3d.tasks.footage.keypoints import read_keypoints
 from pose3d.tasks.footage.lift import fill_gaps, lift_view, load_temporal, user_intrinsics
 from pose3d.tasks.footage.render import render_video
@@ -154,7 +154,7 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
           focal: float | None = None, image_size: tuple[int, int] | None = None, fps: float | None = None,
           background: Sequence[str | Path] = (), pose2d_dir: str | Path | None = None,
           lifter_dir: str | Path | None = None, device: str = "auto", refine_boxes: int = 2,
-          ransac_threshold_px: float = 15.0, score_threshold: float = 0.2, max_frames: int | None = None,
+          ransac_threshold_px: float = 15.0, score_threshold: float = 0.2, view_boxes: bool = True, max_frames: int | None = None,
           export: Sequence[str] = EXPORTS, video: bool = True, progress: bool = True) -> FootageResult:
     """Videos (or keypoint files, one per view) -> 3D and the exports in ``out`` (module docstring).
 
@@ -235,10 +235,30 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
             joints = (joints - t) @ R  # x_world = R^T (x_cam - t)
             coord = "world"
     else:
-        uv, sc, rig = (torch.as_tensor(pts2d.transpose(1, 0, 2, 3)), torch.as_tensor(sc2d.transpose(1, 0, 2)),
-                       stack_cameras(cams))
-        joints = triangulate(uv, rig, sc, method="ransac", score_threshold=score_threshold, weighted=True,
-                             refine=True, ransac_threshold_px=ransac_threshold_px).points_3d.numpy()
+        rig = stack_cameras(cams)
+
+        def ransac(pts2d, sc2d):
+            uv, sc = torch.as_tensor(pts2d.transpose(1, 0, 2, 3)), torch.as_tensor(sc2d.transpose(1, 0, 2))
+            X = triangulate(uv, rig, sc, method="ransac", score_threshold=score_threshold, weighted=True,
+                            refine=True, ransac_threshold_px=ransac_threshold_px).points_3d.numpy()
+            return X, uv, sc
+
+        joints, uv, sc = ransac(pts2d, sc2d)
+        if videos and not keypoints and view_boxes:
+            # the views agree where their boxes were right: boxes from the 3D's reprojection fix
+            # a view whose background box missed the person, then 2D and triangulation again
+            ts2 = time.perf_counter()
+            for v in range(V):
+                proj = cams[v].project(np.where(np.isfinite(joints), joints, np.nan))  # (T, J, 2)
+                boxes = square_box(proj, 0.25)
+                ok = np.isfinite(boxes).all(1)
+                if ok.any():
+                    boxes = np.where(ok[:, None], boxes, views[v].boxes[:T])
+                    p, s = detect_in_boxes(model, videos[v], boxes, int(cfg["input_size"]), 32, progress,
+                                           f"2d (boxes from 3D, view {v + 1})")
+                    pts2d[v], sc2d[v] = p, s
+            timings["2d_s"] += time.perf_counter() - ts2
+            joints, uv, sc = ransac(pts2d, sc2d)
         declined = ~np.isfinite(joints).all(-1)
         if declined.any():  # no consensus: the score-weighted DLT of every view that saw the joint
             dlt = triangulate(uv, rig, sc, method="dlt", score_threshold=score_threshold, weighted=True,

@@ -160,10 +160,11 @@ def scale_boxes(boxes: np.ndarray, factor: float) -> np.ndarray:
 
 def detect_video(model: torch.nn.Module, video: str | Path, *, crop_size: int, background: np.ndarray | None = None,
                  batch_size: int = 32, margin: float = 0.25, refine: int = 2, refine_min_score: float = 0.3,
-                 first_scale: float = 1.25, smooth: int = 5, threshold: float = 30.0,
+                 first_scale: float | tuple[float, ...] = (1.25, 1.75, 2.5), smooth: int = 5, threshold: float = 30.0,
                  max_frames: int | None = None, progress: bool = True, **predict_kw) -> Keypoints2D:
     """Boxes then 2D for every frame of ``video`` (see the module docstring). The first pass
-    crops ``first_scale`` x the background box (context for a blob that missed a limb); each of
+    crops each of ``first_scale`` x the background box (context for a blob that missed the legs)
+    and keeps, per frame, the scale whose keypoints score highest on average; each of
     the ``refine`` passes re-crops around the previous pass's keypoints; boxes are smoothed by a
     running median over ``smooth`` frames before every pass."""
     info = video_info(video)  # VideoError naming the file when it cannot be opened
@@ -171,8 +172,16 @@ def detect_video(model: torch.nn.Module, video: str | Path, *, crop_size: int, b
     boxes, n_missing = background_boxes(video, T, background=background, margin=margin, threshold=threshold)
     if n_missing:
         log.info("%s: %d of %d frames had no foreground blob (took the nearest frame's box)", video, n_missing, T)
-    boxes = scale_boxes(smooth_boxes(boxes, smooth), first_scale)
-    pts, scs = detect_in_boxes(model, video, boxes, crop_size, batch_size, progress, "2d", **predict_kw)
+    boxes = smooth_boxes(boxes, smooth)
+    pts, scs, best = None, None, None
+    for f in np.atleast_1d(first_scale):  # per frame, the scale whose 2D scores highest
+        b = scale_boxes(boxes, float(f))
+        p, s = detect_in_boxes(model, video, b, crop_size, batch_size, progress, f"2d (box x{float(f):g})", **predict_kw)
+        if pts is None:
+            pts, scs, best = p, s, s.mean(1)
+        else:
+            take = s.mean(1) > best
+            pts[take], scs[take], best[take] = p[take], s[take], s.mean(1)[take]
     for k in range(int(refine)):
         kp = np.where((scs >= refine_min_score)[..., None], pts, np.nan)
         new = square_box(kp, margin)

@@ -1,14 +1,18 @@
 """Person boxes and 2D keypoints for a user's video, with the project's studio-trained pose_resnet.
 
-Boxes (one person per frame, static camera): the extract stage's background subtraction
-(:func:`pose3d.data.crops.median_background` of ``bg_frames`` frames spread over the video, then
-:func:`~pose3d.data.crops.foreground_box`: the largest foreground blob), with two changes for
-footage that has no ground truth to fall back on:
+Boxes (one person per frame, static camera): background subtraction against ``background``
+(by default the median of ``bg_frames`` frames of the video itself; better an image of the
+empty scene), like the extract stage's (:func:`pose3d.data.crops.median_background`,
+:func:`~pose3d.data.crops.foreground_box`) with changes for footage that has no ground truth to
+fall back on (:func:`person_box`): the background is gain-matched to each frame, and the box
+spans the largest blob and the large blobs near it. Then:
 
 * a frame without a blob takes the nearest frame's box (the whole image when no frame has one);
-* a second pass (``refine``) re-crops each frame around its own first-pass keypoints
-  (:func:`~pose3d.data.crops.square_box` of the joints scoring >= ``refine_min_score``), so a
-  box that a shadow or a moved object enlarged is tightened to the person before the final 2D.
+  boxes are smoothed by a running median over frames;
+* the first 2D pass tries several crop scales around each box and keeps, per frame, the one
+  whose keypoints score highest;
+* ``refine`` passes re-crop each frame around its own keypoints
+  (:func:`~pose3d.data.crops.square_box` of the joints scoring >= ``refine_min_score``).
 
 A person detector for general footage (BlazePose's, or any other) would replace the first
 pass only; the second pass and everything after it stay the same.

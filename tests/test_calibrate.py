@@ -292,3 +292,11 @@ def test_cli_writes_cameras_json_from_image_folders(tmp_path, monkeypatch):
     for n, c in got["S9"].items():
         np.testing.assert_allclose(c.R, rig[n].R)
     assert (tmp_path / "report.json").exists()
+
+
+def test_p3d_offers_calibrate():
+    from pose3d import app
+    from pose3d.tasks.calibrate import cli as calibrate_cli
+    args = app.build_parser().parse_args(["calibrate", "takes/board", "--board", "checkerboard:10x7:0.1",
+                                          "--out", "cams.json"])
+    assert args.func is calibrate_cli.run_args and args.board_take == "takes/board" and args.out == "cams.json"

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,11 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from test_pipeline import TINY, _merge  # noqa: E402  (the end-to-end test's tiny DAG)
+from test_pipeline import clean_env, make_tiny_repo  # noqa: E402  (the end-to-end test's tiny DAG)
 
 #: stage -> (checkpoint, curves CSV, metrics JSON)
 STAGES = {
@@ -47,35 +44,11 @@ MORE_EPOCHS = {"pose2d": {"epochs": 4, "lr_steps": [3]}, "martinez": {"epochs": 
                "temporal": {"epochs": 60}, "hg3d": {"epochs_2d": 2, "epochs_3d": 2, "epochs_joint": 2}}
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.update({"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"})
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "DVC_EXP_NAME"):
-        env.pop(k, None)
-    return env
-
-
 def _run(cmd, cwd, env, timeout=1800) -> str:
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p.stdout + p.stderr
-
-
-def make_repo(dst: Path, env: dict) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        src = REPO / f
-        if src.is_file() and not f.startswith(("reports/", "data/")) and f != "dvc.lock":
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / f)
-    params = _merge(_merge(yaml.safe_load((dst / "params.yaml").read_text()), TINY), MORE_EPOCHS)
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "kill@pose3d.invalid"],
-                ["git", "config", "user.name", "kill bench"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
-        _run(cmd, dst, env)
 
 
 def _rows(path: Path) -> int:
@@ -131,13 +104,13 @@ def main(argv=None) -> int:
     ap.add_argument("--stages", nargs="+", default=list(STAGES))
     a = ap.parse_args(argv)
     rng = random.Random(a.seed)
-    env = _env()
+    env = clean_env()
     rows = ["| stage | kill | killed after epoch | debris / RUNNING runs after the kill | resumed | "
             "metrics = uninterrupted | debris / RUNNING runs after the resume |", "|---|---|---|---|---|---|---|"]
     ok = total = 0
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        make_repo(root, env)
+        make_tiny_repo(root, env, MORE_EPOCHS)
         t0 = time.time()
         _run([sys.executable, "-m", "dvc", "repro"], root, env)
         print(f"reference dvc repro: {time.time() - t0:.0f} s", flush=True)

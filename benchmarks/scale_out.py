@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -33,11 +32,9 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from test_pipeline import TINY, _merge  # noqa: E402  (the end-to-end test's tiny DAG)
+from test_pipeline import clean_env, make_tiny_repo  # noqa: E402  (the end-to-end test's tiny DAG)
 
 EXPERIMENT = "pose3d-e2e"
 METRICS = {"train_2d": ("reports/metrics/train_2d.json", "mean_px_error"),
@@ -57,21 +54,6 @@ def _run(cmd, cwd, env, timeout=3600) -> tuple[str, float]:
 
 def dvc(*args) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
-
-
-def make_repo(dst: Path, env: dict) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        src = REPO / f
-        if src.is_file() and not f.startswith(("reports/", "data/")) and f != "dvc.lock":
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            (dst / f).write_bytes(src.read_bytes())
-    params = _merge(yaml.safe_load((dst / "params.yaml").read_text()), TINY)
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "scale@pose3d.invalid"],
-                ["git", "config", "user.name", "scale bench"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
-        _run(cmd, dst, env)
 
 
 def _free_port() -> int:
@@ -168,17 +150,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "reports/benchmarks/scale_out.json")
     a = ap.parse_args(argv)
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.update({"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"})
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "DVC_EXP_NAME"):
-        env.pop(k, None)
+    env = clean_env()
     res: dict = {"seconds": {}}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         root = tmp / "repo"
         root.mkdir()
-        make_repo(root, env)
+        make_tiny_repo(root, env)
         server, url, res["seconds"]["mlflow_server_ready"] = start_mlflow_server(tmp / "server", env)
         env["MLFLOW_TRACKING_URI"] = url
         try:

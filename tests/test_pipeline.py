@@ -60,11 +60,20 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess
     return p
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
-    if shutil.which("git") is None:
-        pytest.skip("git not available")
-    dst = tmp_path_factory.mktemp("repo")
+def clean_env() -> dict:
+    """The environment for a tiny repo's dvc/MLflow subprocesses (this venv first, no outer run)."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update({"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"})
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "DVC_EXP_NAME"):
+        env.pop(k, None)
+    return env
+
+
+def make_tiny_repo(dst: Path, env: dict, *overrides: dict) -> None:
+    """A git repo at ``dst`` with this checkout's tracked and untracked-not-ignored files (no
+    data/, reports/ or dvc.lock) and params.yaml merged with TINY and ``overrides``; committed.
+    Used by this test and by the benchmarks that need a tiny DAG (kill_resume, scale_out)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.split()
     for f in files:
@@ -73,18 +82,22 @@ def tiny_repo(tmp_path_factory):
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst / f)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    (dst / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.update({"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"})
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT", "DVC_EXP_NAME"):
-        env.pop(k, None)
-    _run(["git", "init", "-q"], dst, env)
-    _run(["git", "config", "user.email", "e2e@pose3d.invalid"], dst, env)
-    _run(["git", "config", "user.name", "pose3d e2e"], dst, env)
-    _run(["git", "add", "-A"], dst, env)
-    _run(["git", "commit", "-qm", "tiny"], dst, env)
+    params = _merge(yaml.safe_load((dst / "params.yaml").read_text()), TINY)
+    for o in overrides:
+        params = _merge(params, o)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "e2e@pose3d.invalid"],
+                ["git", "config", "user.name", "pose3d e2e"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        _run(cmd, dst, env)
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    if shutil.which("git") is None:
+        pytest.skip("git not available")
+    dst = tmp_path_factory.mktemp("repo")
+    env = clean_env()
+    make_tiny_repo(dst, env)
     repro = _run([sys.executable, "-m", "dvc", "repro"], dst, env, timeout=1200)
     return dst, env, repro
 

@@ -27,6 +27,7 @@ from pose3d.data.studio import anthropometry as A
 from pose3d.data.studio import dataset
 from pose3d.data.studio import motion as M
 from pose3d.data.studio import render as R
+from pose3d.data.studio.seeds import stable_seed
 
 
 def _figure(p, videos: Path | None, out: Path, subject: str = "S9", action: str = "Greeting", frame: int = 15):
@@ -45,7 +46,7 @@ def _figure(p, videos: Path | None, out: Path, subject: str = "S9", action: str 
         if img is None:
             subj = A.make_subject(subject, p.seed)
             m = M.generate(subj, action, p.seconds, p.fps, p.seed)
-            view = R.CameraView(cam, dataset._seed(p.seed, "room"))
+            view = R.CameraView(cam, stable_seed(p.seed, "room"))
             light = R.Lighting.random(np.random.default_rng(0))
             rgb, _ = R.render_frame(view, R.build_body(m.positions, subj), min(frame, len(m.positions) - 1),
                                     R.material_colors(subj), light, shadow_joints=m.positions[frame])

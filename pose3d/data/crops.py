@@ -86,28 +86,45 @@ def median_background(frames: list[np.ndarray]) -> np.ndarray:
 
 
 def foreground_box(frame: np.ndarray, background: np.ndarray, threshold: float, margin: float,
-                   min_area: int = 64) -> np.ndarray | None:
-    """Square box (4,) xyxy around the largest foreground blob, or None when there is none.
+                   min_area: int = 64, *, close: bool = True, match_light: bool = False,
+                   grow: float | None = None) -> np.ndarray | None:
+    """Square box (4,) xyxy around the person, or None when there is no foreground blob.
 
     Foreground = max over channels of |frame - background| > threshold, cleaned by a 5x5
-    opening then closing; the largest 8-connected component wins (one person per frame).
+    opening (then a closing with ``close``); the largest 8-connected component is the person
+    (one person per frame). ``match_light``: first scale the background's channels so that their
+    medians match the frame's (a global change of light or white balance between them; the
+    person covers a small part of the image). ``grow``: a person whose clothes match the
+    background breaks into several blobs, so the box spans the largest blob and every blob of
+    >= 10 % of its area that touches the largest blob's box grown by ``grow`` x its size on
+    each side. The extract stage uses the plain form, the footage route both options.
     """
+    if match_light:
+        gain = (np.median(frame.reshape(-1, 3), 0) + 1) / (np.median(background.reshape(-1, 3), 0) + 1)
+        background = np.clip(background.astype(np.float32) * gain, 0, 255).astype(np.uint8)
     diff = cv2.absdiff(frame, background).max(-1)
     mask = (diff > threshold).astype(np.uint8)
     kernel = np.ones((5, 5), np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    if close:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return None
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[k, cv2.CC_STAT_AREA] < min_area:
+    area = stats[1:, cv2.CC_STAT_AREA]
+    k = int(np.argmax(area))
+    if area[k] < min_area:
         return None
-    x, y, w, h = (stats[k, i] for i in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH,
-                                         cv2.CC_STAT_HEIGHT))
-    # pixel-edge extent of the blob
-    lo = np.array([[x - 0.5, y - 0.5]], np.float64)
-    hi = np.array([[x + w - 0.5, y + h - 0.5]], np.float64)
+    x0, y0 = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+    x1, y1 = x0 + stats[1:, cv2.CC_STAT_WIDTH], y0 + stats[1:, cv2.CC_STAT_HEIGHT]
+    keep = np.arange(len(area)) == k
+    if grow is not None:
+        gw, gh = grow * (x1[k] - x0[k]), grow * (y1[k] - y0[k])
+        keep = ((area >= 0.1 * area[k]) & (x1 > x0[k] - gw) & (x0 < x1[k] + gw)
+                & (y1 > y0[k] - gh) & (y0 < y1[k] + gh))
+    # pixel-edge extent of the kept blobs
+    lo = np.array([[x0[keep].min() - 0.5, y0[keep].min() - 0.5]], np.float64)
+    hi = np.array([[x1[keep].max() - 0.5, y1[keep].max() - 0.5]], np.float64)
     return box_from_extent(lo, hi, margin)[0]
 
 

@@ -18,11 +18,11 @@ in that frame (pose3d.skeleton order), so forward kinematics keeps every bone le
 from __future__ import annotations
 
 import colorsys
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from pose3d.data.studio.seeds import stable_seed
 from pose3d.skeleton import JOINT_NAMES, PARENTS
 
 # Drillis & Contini ratios (fraction of stature), see the module docstring.
@@ -33,12 +33,6 @@ RATIOS: dict[str, float] = {
     "nose_height": 0.088, "nose_forward": 0.035, "head_top_height": 0.088,
     "head_top_back": 0.030, "shoulder_drop": 0.015,
 }
-
-
-def _subject_seed(seed: int, name: str) -> int:
-    """A stable 32-bit seed from the global seed and a subject name (independent of order)."""
-    h = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(h[:4], "little")
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,7 @@ def make_subject(name: str, seed: int, stature: float | None = None,
 
     ``stature`` (m) is drawn uniformly from ``stature_range`` unless given.
     """
-    rng = np.random.default_rng(_subject_seed(seed, name))
+    rng = np.random.default_rng(stable_seed(seed, name))
     if stature is None:
         stature = float(rng.uniform(*stature_range))
     ratios = {k: v * float(np.clip(1 + 0.025 * rng.standard_normal(), 0.95, 1.05))

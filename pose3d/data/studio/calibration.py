@@ -17,7 +17,6 @@ which fixes the world frame: see :func:`floor_pose`). Units: metres, world Z up.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from pose3d.data.boards import BoardSpec
 from pose3d.data.io import atomic_dir
+from pose3d.data.studio.seeds import stable_seed
 from pose3d.data.studio.render import CameraView, _distort_project, finish_frame, undistort_pixels
 from pose3d.geometry.camera import Camera
 
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 
 MARGIN_SQUARES = 0.5  # white border of the print around the pattern, in squares
 _PX_PER_SQUARE = 64
-
-
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,7 @@ def held_board_poses(board: BoardSpec, n: int, seed: int, radius: float = 1.0,
     """``n`` poses of a hand-held board: centre uniform in a disc of ``radius`` m around the
     volume's axis at a height in ``z_range``; printed side facing a uniformly random azimuth,
     tilted up/down by up to ``tilt_deg`` and turned in its plane by up to ``roll_deg``."""
-    rng = np.random.default_rng(_seed(seed, "held-board"))
+    rng = np.random.default_rng(stable_seed(seed, "held-board"))
     w, h = board.size_m
     up = np.array([0.0, 0.0, 1.0])
     out = []
@@ -168,7 +164,7 @@ def render_take(views: dict[str, CameraView], rays: dict[str, np.ndarray], board
     if fmt not in ("mp4", "png"):
         raise ValueError(f"fmt = {fmt!r}: expected 'mp4' or 'png'")
     texture = board.texture(_PX_PER_SQUARE, MARGIN_SQUARES)
-    rng = np.random.default_rng(_seed(seed, "take", out_dir.name))
+    rng = np.random.default_rng(stable_seed(seed, "take", out_dir.name))
     light = np.array([0.3, -0.4, 0.87])
     light /= np.linalg.norm(light)
     with atomic_dir(out_dir) as tmp:

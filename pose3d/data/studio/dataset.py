@@ -8,7 +8,6 @@ in parallel processes (one job per take; frame k of every file shows pose k).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from pose3d.data import mocap_readers as mr
 from pose3d.data.io import DataError, Sequence, video_path
 from pose3d.data.studio.anthropometry import Subject, make_subject, subject_from_bone_lengths
 from pose3d.data.studio.motion import generate
+from pose3d.data.studio.seeds import stable_seed
 from pose3d.data.studio.render import CameraView, render_sequence
 from pose3d.data.studio.rig import make_rig
 from pose3d.geometry.camera import Camera
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 class Take:
     sequence: Sequence
     subject: Subject
-
-
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
 
 def procedural_sequences(subjects: dict[str, str], actions, seconds: float, fps: float,
@@ -111,7 +107,7 @@ def _render_job(args) -> tuple[str, str, int, float]:
     views = _views_for(seq.subject, cams, room_seed)
     paths = {n: video_path(videos_dir, seq.subject, seq.action, n) for n in cams}
     n = render_sequence(seq.positions_world.astype(np.float64), take.subject, views, paths, seq.fps,
-                        _seed(seed, "light", seq.subject, seq.action))
+                        stable_seed(seed, "light", seq.subject, seq.action))
     return seq.subject, seq.action, n * len(cams), time.perf_counter() - t0
 
 
@@ -121,7 +117,7 @@ def render_videos(takes: list[Take], cameras: dict[str, dict[str, Camera]], vide
 
     ``workers`` processes (0 = all cores); ``progress`` an optional callable(n_done_jobs).
     """
-    room_seed = _seed(seed, "room")
+    room_seed = stable_seed(seed, "room")
     jobs = [(t, cameras[t.sequence.subject], Path(videos_dir), room_seed, seed) for t in takes]
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()

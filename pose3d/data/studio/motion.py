@@ -31,13 +31,13 @@ so velocities are continuous. Subject style (tempo, amplitude, lean, ...) comes 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from pose3d.data.studio.anthropometry import Subject, rest_offsets
+from pose3d.data.studio.seeds import stable_seed
 from pose3d.skeleton import JOINT_INDEX, JOINT_NAMES, NUM_JOINTS, PARENTS
 
 J = JOINT_INDEX
@@ -556,10 +556,6 @@ WALKING_ACTIONS = ("Walking", "WalkDog", "WalkTogether")
 
 
 # --------------------------------------------------------------------------- generation
-def _sequence_seed(seed: int, subject: str, action: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{subject}:{action}".encode()).digest()[:4], "little")
-
-
 def _clip_angles(angles: np.ndarray) -> np.ndarray:
     out = angles.copy()
     for jn, lims in LIMITS.items():
@@ -702,7 +698,7 @@ def generate(subject: Subject, action: str, seconds: float, fps: float, seed: in
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
     T = max(int(round(seconds * fps)), 2)
-    rng = np.random.default_rng(_sequence_seed(seed, subject.name, action))
+    rng = np.random.default_rng(stable_seed(seed, subject.name, action))
     c = _Ctx(subject, T, fps, rng)
     ACTIONS[action](c)
     heading = float(rng.uniform(-np.pi, np.pi))

@@ -22,7 +22,6 @@ in [0, 1] inside.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +35,6 @@ from pose3d.skeleton import JOINT_INDEX
 J = JOINT_INDEX
 _ROOM_HALF = 6.0      # the room spans [-6, 6] m in x and y
 _ROOM_HEIGHT = 3.4    # ceiling height, m
-
-
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
 
 # --------------------------------------------------------------------------- camera rays

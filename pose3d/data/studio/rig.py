@@ -12,11 +12,11 @@ Human3.6M's extrinsics differ slightly per subject too. Conventions as
 
 from __future__ import annotations
 
-import hashlib
 
 import numpy as np
 import torch
 
+from pose3d.data.studio.seeds import stable_seed
 from pose3d.geometry.camera import Camera
 from pose3d.geometry.rotations import axis_angle_to_matrix, look_at
 
@@ -27,10 +27,6 @@ H36M_INTRINSICS: tuple[tuple, ...] = (
     ("58860488", 1149.14, 1148.80, 519.82, 501.40, -0.2083, 0.2555, -0.0025, 0.0015, -0.0008),
     ("60457274", 1145.51, 1144.77, 514.97, 501.88, -0.1984, 0.2183, -0.0089, -0.0006, -0.0018),
 )
-
-
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
 
 def camera_names(num_cameras: int) -> list[str]:
@@ -46,7 +42,7 @@ def make_rig(subject: str, num_cameras: int = 4, width: int = 512, height: int =
     if num_cameras < 1:
         raise ValueError(f"num_cameras = {num_cameras}: must be >= 1")
     names = camera_names(num_cameras)
-    rng = np.random.default_rng(_seed(seed, "rig", subject))
+    rng = np.random.default_rng(stable_seed(seed, "rig", subject))
     out = {}
     for k, name in enumerate(names):
         fx, fy, cx, cy, k1, k2, k3, p1, p2 = H36M_INTRINSICS[k % 4][1:]

@@ -36,8 +36,10 @@ import numpy as np
 import scipy.sparse
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
+import torch
 
 from pose3d.data.io import DataError
+from pose3d.geometry.camera import project
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +76,12 @@ def to_rvec(R: np.ndarray) -> np.ndarray:
 
 def project_points(X: np.ndarray, R: np.ndarray, t: np.ndarray, intr: np.ndarray) -> np.ndarray:
     """Points (M, 3) through cameras given per point: R (M, 3, 3), t (M, 3), intr (M, 9) =
-    fx fy cx cy k1 k2 p1 p2 k3 -> distorted pixels (M, 2) (same model as
-    :func:`pose3d.geometry.camera.project`)."""
-    Xc = np.einsum("mij,mj->mi", R, X) + t
-    x, y = Xc[:, 0] / Xc[:, 2], Xc[:, 1] / Xc[:, 2]
-    fx, fy, cx, cy, k1, k2, p1, p2, k3 = intr.T
-    r2 = x * x + y * y
-    rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    xd = x * rad + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-    yd = y * rad + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-    return np.stack([fx * xd + cx, fy * yd + cy], -1)
+    fx fy cx cy k1 k2 p1 p2 k3 -> distorted pixels (M, 2), by the project's one camera model
+    (:func:`pose3d.geometry.camera.project`)."""
+    K = np.zeros((len(intr), 3, 3))
+    K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = intr[:, 0], intr[:, 1], intr[:, 2], intr[:, 3], 1.0
+    f64 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
+    return project(f64(X)[:, None], f64(K), f64(intr[:, 4:]), f64(R), f64(t)).numpy()[:, 0]
 
 
 def _invert(R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

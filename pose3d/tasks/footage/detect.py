@@ -26,13 +26,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pose3d.data.crops import (apply_affine, box_from_extent, crop_affine, invert_affine, median_background,
-                               square_box, warp_crop)
+from pose3d.data.crops import (apply_affine, box_from_extent, crop_affine, foreground_box, invert_affine,
+                               median_background, square_box, warp_crop)
 from pose3d.data.video import VideoError, iter_frames, video_info
 from pose3d.tasks.pose2d import predict_array
 
@@ -57,30 +56,9 @@ class Keypoints2D:
 def person_box(frame: np.ndarray, background: np.ndarray, threshold: float = 30.0, margin: float = 0.25,
                min_area: int = 64, grow: float = 0.5) -> np.ndarray | None:
     """Square box (4,) xyxy around the person in ``frame`` against ``background`` (both (H, W, 3)),
-    or None. Like :func:`pose3d.data.crops.foreground_box` (max channel difference > threshold,
-    5x5 opening), but a person whose clothes match the background breaks into several blobs:
-    the box spans the largest blob and every blob of >= 10 % of its area that touches the
-    largest blob's box grown by ``grow`` on each side."""
-    # a global change of light or white balance between the background and the frame: match
-    # the background's per-channel median to the frame's (the person covers a small part)
-    gain = (np.median(frame.reshape(-1, 3), 0) + 1) / (np.median(background.reshape(-1, 3), 0) + 1)
-    matched = np.clip(background.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-    diff = cv2.absdiff(frame, matched).max(-1)
-    mask = cv2.morphologyEx((diff > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n <= 1:
-        return None
-    area = stats[1:, cv2.CC_STAT_AREA]
-    k = int(np.argmax(area))
-    if area[k] < min_area:
-        return None
-    x0, y0 = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
-    x1, y1 = x0 + stats[1:, cv2.CC_STAT_WIDTH], y0 + stats[1:, cv2.CC_STAT_HEIGHT]
-    gw, gh = grow * (x1[k] - x0[k]), grow * (y1[k] - y0[k])
-    near = ((area >= 0.1 * area[k]) & (x1 > x0[k] - gw) & (x0 < x1[k] + gw) & (y1 > y0[k] - gh) & (y0 < y1[k] + gh))
-    lo = np.array([[x0[near].min() - 0.5, y0[near].min() - 0.5]])
-    hi = np.array([[x1[near].max() - 0.5, y1[near].max() - 0.5]])
-    return box_from_extent(lo, hi, margin)[0]
+    or None: :func:`pose3d.data.crops.foreground_box` with the light matched to the frame and the
+    blobs of a person whose clothes match the background united (no closing)."""
+    return foreground_box(frame, background, threshold, margin, min_area, close=False, match_light=True, grow=grow)
 
 
 def background_boxes(video: str | Path, num_frames: int, *, background: np.ndarray | None = None,

@@ -193,14 +193,15 @@ def _command(stage: str, f: dict[str, Path], out: Path, params: Path) -> list[st
         return py + ["--model", "martinez", "--mocap", str(f["mocap"]), "--cameras", str(f["cameras"]),
                      "--detections", str(f["detections"]), "--out", str(out / "pred.parquet"),
                      "--model-dir", str(out / "model"), "--checkpoint", str(out / "model" / "checkpoint.pt"),
-                     "--metrics", str(out / "m.json"), "--curves", str(out / "c.csv"), "--params", str(params)]
+                     "--curves", str(out / "c.csv"), "--params", str(params)]
     if stage == "triangulate":
         return py + ["--method", "algebraic", "--mocap", str(f["mocap"]), "--cameras", str(f["cameras"]),
                      "--detections", str(f["detections"]), "--out", str(out / "pred.parquet"),
                      "--metrics", str(out / "m.json"), "--timings", str(out / "t.json"), "--params", str(params)]
     return py + ["--crops-h5", str(f["crops_h5"]), "--crops-index", str(f["crops_index"]),
                  "--model-dir", str(f["model_config"].parent), "--out", str(out / "det.parquet"),
-                 "--metrics", str(out / "m.json"), "--figure", str(out / "f.png"), "--params", str(params)]
+                 "--metrics", str(out / "m.json"), "--per-joint", str(out / "j.csv"), "--figure", str(out / "f.png"),
+                 "--params", str(params)]
 
 
 def run_case(data: Path, stage: str, target: str, damage) -> dict:

@@ -28,15 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from test_pipeline import clean_env, make_tiny_repo  # noqa: E402  (the end-to-end test's tiny DAG)
 
-#: stage -> (checkpoint, curves CSV, metrics JSON)
+#: stage -> (checkpoint, curves CSV, metrics JSON it decides; a lifter's is scored by evaluate)
 STAGES = {
     "train_2d": ("models/pose2d/checkpoint.pt", "reports/plots/curves_train_2d.csv", "reports/metrics/train_2d.json"),
     "lift@martinez": ("models/martinez/checkpoint.pt", "reports/plots/curves_lift_martinez.csv",
-                      "reports/metrics/lift_martinez.json"),
+                      "reports/metrics/methods/martinez.json"),
     "lift@repnet": ("models/repnet/checkpoint.pt", "reports/plots/curves_lift_repnet.csv",
-                    "reports/metrics/lift_repnet.json"),
+                    "reports/metrics/methods/repnet.json"),
     "lift@temporal": ("models/temporal/checkpoint.pt", "reports/plots/curves_lift_temporal.csv",
-                      "reports/metrics/lift_temporal.json"),
+                      "reports/metrics/methods/temporal.json"),
     "train_hg3d": ("models/hg3d/checkpoint.pt", "reports/plots/curves_train_hg3d.csv",
                    "reports/metrics/train_hg3d.json"),
 }

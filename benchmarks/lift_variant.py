@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--holdout", default="S8")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                    help="base.cpu_precision (default: params.yaml's)")
     ap.add_argument("--mocap", type=Path, default=REPO / "data/studio/mocap.h5")
     ap.add_argument("--cameras", type=Path, default=REPO / "data/studio/cameras.json")
     ap.add_argument("--detections", type=Path, default=REPO / "data/detections_2d.parquet")
@@ -53,7 +55,8 @@ def main(argv=None) -> int:
         changes[name] = yaml.safe_load(value)
     p = P.from_dict(type(p), {**dataclasses.asdict(p), **changes}, a.model)
     base = P.Base(mlflow=False, num_threads=a.threads,
-                  seed=a.seed if a.seed is not None else P.Base().seed)
+                  seed=a.seed if a.seed is not None else P.Base().seed,
+                  cpu_precision=a.precision or P.load("base", a.params).cpu_precision)
     train = split_of(a.mocap, "train")
     if a.split == "val":
         if a.holdout not in train:
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
     out = {k: res.metrics[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm")}
     out.update(wall_s=round(time.time() - t0, 1),
                cpu_s=round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 1),
-               split=a.split, seed=base.seed, overrides=changes, input_2d=p.input_2d,
+               split=a.split, seed=base.seed, cpu_precision=base.cpu_precision, overrides=changes, input_2d=p.input_2d,
                val_curve=[h.get("val_mpjpe_mm") for h in res.history])
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=1))

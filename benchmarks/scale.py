@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,9 +88,10 @@ def main(argv=None) -> int:
             random_pose2d(root / "pose2d", params, params["extract"]["crop_size"])
             det = run([py, str(REPO / "stages/detect_2d.py"), "--crops-h5", str(root / "crops.h5"), "--crops-index",
                        str(root / "crops.parquet"), "--model-dir", str(root / "pose2d"), "--out",
-                       str(root / "det.parquet"), "--metrics", str(root / "det.json"), "--figure",
+                       str(root / "det.parquet"), "--metrics", str(root / "det.json"),
+                       "--per-joint", str(root / "det_joints.csv"), "--figure",
                        str(root / "det.png"), *pp])
-            n = json.loads((root / "det.json").read_text())["num_detections"]
+            n = pq.read_metadata(root / "det.parquet").num_rows
             row = {"scale": x, "seconds_per_take": 3.0 * x, "crops": n,
                    "crops_h5_mb": round((root / "crops.h5").stat().st_size / 2**20, 2),
                    "crops_parquet_mb": round((root / "crops.parquet").stat().st_size / 2**20, 3),

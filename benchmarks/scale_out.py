@@ -38,10 +38,10 @@ from test_pipeline import clean_env, make_tiny_repo  # noqa: E402  (the end-to-e
 
 EXPERIMENT = "pose3d-e2e"
 METRICS = {"train_2d": ("reports/metrics/train_2d.json", "mean_px_error"),
-           "lift@martinez": ("reports/metrics/lift_martinez.json", "mpjpe_mm"),
-           "lift@repnet": ("reports/metrics/lift_repnet.json", "mpjpe_mm"),
-           "lift@temporal": ("reports/metrics/lift_temporal.json", "mpjpe_mm"),
-           "train_hg3d": ("reports/metrics/train_hg3d.json", "mpjpe_mm")}
+           "lift@martinez": ("reports/metrics/methods/martinez.json", "mpjpe_mm"),
+           "lift@repnet": ("reports/metrics/methods/repnet.json", "mpjpe_mm"),
+           "lift@temporal": ("reports/metrics/methods/temporal.json", "mpjpe_mm"),
+           "train_hg3d": ("reports/metrics/methods/hg3d.json", "mpjpe_mm")}
 
 
 def _run(cmd, cwd, env, timeout=3600) -> tuple[str, float]:

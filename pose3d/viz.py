@@ -297,7 +297,8 @@ def overlay_2d(img: np.ndarray, kp: np.ndarray, path: str | Path, scores: np.nda
 
 # --------------------------------------------------------------------------- curves
 def plot_curves(csv_paths: Sequence[str | Path], path: str | Path) -> Path:
-    """One panel per training-curve CSV: every numeric column against epoch/step (or row)."""
+    """One panel per training-curve CSV: every numeric column against epoch/step (or row), but
+    the schedule's (learning rates ``lr*``) and counts (``*num_*``): losses and accuracies only."""
     csv_paths = [Path(p) for p in csv_paths]
     n = max(len(csv_paths), 1)
     cols = min(3, n)
@@ -312,7 +313,8 @@ def plot_curves(csv_paths: Sequence[str | Path], path: str | Path) -> Path:
             raise DataError(f"{p}: not a readable CSV ({e})") from e
         xcol = next((c for c in ("epoch", "step", "iteration") if c in df.columns), None)
         x = df[xcol] if xcol else np.arange(len(df))
-        num = [c for c in df.columns if c != xcol and pd.api.types.is_numeric_dtype(df[c])]
+        num = [c for c in df.columns if c != xcol and pd.api.types.is_numeric_dtype(df[c])
+               and not c.startswith("lr") and "num_" not in c]
         for c in num:
             ax.plot(x, df[c], label=c, lw=1.2)
         ax.set_title(p.stem.removeprefix("curves_"), fontsize=9)

@@ -2,7 +2,8 @@
 
     python stages/detect_2d.py --crops-h5 data/crops/crops.h5 --crops-index data/crops/crops.parquet \
         --model-dir models/pose2d --out data/detections_2d.parquet \
-        --metrics reports/metrics/detect_2d.json --figure reports/figures/detect_2d_crops.png
+        --metrics reports/metrics/detect_2d.json --per-joint reports/plots/detect_2d_per_joint.csv \
+        --figure reports/figures/detect_2d_crops.png
 """
 
 import sys
@@ -14,7 +15,8 @@ ARGS = {"--crops-h5": dict(required=True),
         "--crops-index": dict(required=True),
         "--model-dir": dict(required=True, help="holds model.pt + config.json"),
         "--out": dict(output=True, required=True),
-        "--metrics": dict(output=True, required=True),
+        "--metrics": dict(output=True, required=True, help="headline numbers (DVC metrics)"),
+        "--per-joint": dict(output=True, required=True, help="per-joint CSV (DVC plot)"),
         "--figure": dict(output=True, required=True)}
 
 

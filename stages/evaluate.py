@@ -4,10 +4,10 @@
         --predictions data/predictions/martinez.parquet ... \
         --detections data/detections_2d.parquet --videos-dir data/studio/videos \
         --curves reports/plots/curves_train_2d.csv ... --stage-metrics reports/metrics/detect_2d.json ... \
-        --metrics reports/metrics.json --plots-dir reports/plots --figures-dir reports/figures \
+        --metrics-dir reports/metrics/methods --plots-dir reports/plots --figures-dir reports/figures \
         --report reports/report.md
 
-Writes reports/metrics.json (DVC metrics, one entry per method), <plots-dir>/per_action.csv and
+Writes <metrics-dir>/<method>.json (DVC metrics: each method's headline), <plots-dir>/per_action.csv and
 per_joint.csv (DVC plots), <figures-dir>/evaluate_*.png|gif and the report.
 """
 
@@ -23,7 +23,7 @@ ARGS = {"--mocap": dict(required=True),
         "--videos-dir": dict(default=None),
         "--curves": dict(nargs="*", default=[], help="training-curve CSVs"),
         "--stage-metrics": dict(nargs="*", default=[], help="per-stage metrics JSONs for the report"),
-        "--metrics": dict(output=True, required=True),
+        "--metrics-dir": dict(output=True, required=True, help="one headline JSON per method"),
         "--plots-dir": dict(output=True, required=True),
         "--figures-dir": dict(output=True, required=True),
         "--report": dict(output=True, required=True)}

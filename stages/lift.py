@@ -3,9 +3,11 @@
     python stages/lift.py --model martinez --mocap data/studio/mocap.h5 \
         --cameras data/studio/cameras.json --detections data/detections_2d.parquet \
         --out data/predictions/martinez.parquet --model-dir models/martinez \
-        --checkpoint models/martinez/checkpoint.pt --metrics reports/metrics/lift_martinez.json --curves reports/plots/curves_lift_martinez.csv
+        --checkpoint models/martinez/checkpoint.pt --curves reports/plots/curves_lift_martinez.csv
 
-Reads params sections ``base`` and ``<model>`` only. The detections file is read only when
+Reads params sections ``base`` and ``<model>`` only. The stage writes no DVC metrics file: the
+evaluate stage scores every method the same way (reports/metrics/methods/<model>.json); the
+stage's MLflow run holds its own test numbers and curves. The detections file is read only when
 ``<model>.input_2d`` is ``detections``.
 """
 
@@ -22,7 +24,6 @@ ARGS = {"--model": dict(required=True, choices=sorted(LIFTERS)),
         "--out": dict(output=True, required=True, help="predictions parquet"),
         "--model-dir": dict(output=True, required=True),
         "--checkpoint": dict(output=True, required=True, help="resume state (not a DVC output)"),
-        "--metrics": dict(output=True, required=True),
         "--curves": dict(output=True, required=True)}
 
 

@@ -68,7 +68,7 @@ def _argv(stage: str, root: Path, out: Path, params: Path) -> list[str]:
     return ["--model", "repnet", "--mocap", str(root / "studio" / "mocap.h5"),
             "--cameras", str(root / "studio" / "cameras.json"), "--out", str(out / "repnet.parquet"),
             "--model-dir", str(out / "repnet"), "--checkpoint", str(out / "repnet" / "checkpoint.pt"),
-            "--metrics", str(out / "lift.json"), "--curves", str(out / "curves.csv"), "--params", str(params)]
+            "--curves", str(out / "curves.csv"), "--params", str(params)]
 
 
 def _env(tmp: Path) -> dict:

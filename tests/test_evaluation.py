@@ -174,8 +174,9 @@ def test_tables_json_report(tmp_path, gt):
                                                      gt.world(keys) + 0.001, "world")), gt)
     m = metrics_json([a])
     json.dumps(m, allow_nan=False)
-    assert set(m["triangulate_ransac"]) >= {"mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm",
-                                            "pck3d_150mm", "auc", "mpjpe_mm_actionwise"}
+    assert list(m["triangulate_ransac"]) == ["mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm",
+                                             "pck3d_150mm", "auc", "valid_fraction"]
+    assert m["triangulate_ransac"]["mpjpe_mm"] == round(a.summary["mpjpe_mm"], 4)  # root-aligned: ~0
     assert len(per_joint_table([a])) == J
     subj, act, cam, frames, gtw, poses = display_sequence([a], gt, n_frames=3, step=1)
     assert (subj, len(frames), gtw.shape, poses["triangulate_ransac"].shape) == ("S9", 3, (3, J, 3), (3, J, 3))
@@ -218,12 +219,16 @@ def test_run_evaluation_writes_everything(tmp_path, studio):
     res = run_evaluation(mocap=studio["mocap"], cameras=studio["cameras"], predictions=studio["predictions"],
                          detections=studio["detections"], videos_dir=studio["dir"] / "videos",
                          curves=studio["curves"], stage_metrics=studio["stage_metrics"],
-                         metrics_out=out / "metrics.json", plots_dir=out / "plots",
+                         metrics_dir=out / "metrics", plots_dir=out / "plots",
                          figures_dir=out / "figures", report=out / "report.md", gif_frames=3, gif_dpi=30)
-    m = json.loads((out / "metrics.json").read_text())
-    assert set(m) == {"martinez", "triangulate_ransac"}
+    assert sorted(p.name for p in (out / "metrics").iterdir()) == ["martinez.json", "triangulate_ransac.json"]
+    m = {n: json.loads((out / "metrics" / f"{n}.json").read_text()) for n in ("martinez", "triangulate_ransac")}
+    # one headline file per method: these keys, in this order, nothing else (no per-action, no counts)
+    keys = ["mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm", "pck3d_150mm", "auc", "valid_fraction"]
+    assert list(m["martinez"]) == keys and list(m["triangulate_ransac"]) == keys
     assert m["martinez"]["mpjpe_mm"] == pytest.approx(0.0, abs=1e-3)  # constant offset, root-aligned
-    assert m["triangulate_ransac"]["n_frames"] == 10 and m["martinez"]["n_frames"] == 20
+    assert m["triangulate_ransac"]["mpjpe_mm"] == round(res["flat"]["triangulate_ransac.mpjpe_mm"], 4)
+    assert res["flat"]["triangulate_ransac.n_frames"] == 10 and res["flat"]["martinez.n_frames"] == 20
     for name in FIGURES.values():
         assert (out / "figures" / name).stat().st_size > 500, name
     assert len(pd.read_csv(out / "plots" / "per_joint.csv")) == 2 * J
@@ -244,7 +249,7 @@ def test_stage_missing_prediction_fails_cleanly(tmp_path, studio, monkeypatch):
     cmd = [sys.executable, str(repo / "stages" / "evaluate.py"), "--params", str(params),
            "--mocap", str(studio["mocap"]), "--cameras", str(studio["cameras"]),
            "--predictions", str(studio["predictions"][0]), str(studio["dir"] / "predictions" / "hg3d.parquet"),
-           "--metrics", str(out / "metrics.json"), "--plots-dir", str(out / "plots"),
+           "--metrics-dir", str(out / "metrics"), "--plots-dir", str(out / "plots"),
            "--figures-dir", str(out / "figures"), "--report", str(out / "report.md")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 1, r.stderr

@@ -70,12 +70,20 @@ def clean_env() -> dict:
     return env
 
 
+#: where a checkout's not-yet-committed code lives (copied into the tiny repo with the tracked files)
+SOURCE_DIRS = ("pose3d/", "stages/", "tests/", "benchmarks/", ".dvc/plots/")
+
+
 def make_tiny_repo(dst: Path, env: dict, *overrides: dict) -> None:
-    """A git repo at ``dst`` with this checkout's tracked and untracked-not-ignored files (no
-    data/, reports/ or dvc.lock) and params.yaml merged with TINY and ``overrides``; committed.
-    Used by this test and by the benchmarks that need a tiny DAG (kill_resume, scale_out)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
+    """A git repo at ``dst`` with this checkout's tracked files and its new (untracked, not
+    ignored) source files (no data/, reports/ or dvc.lock; nothing a README command wrote, such as
+    footage output or a calibrated cameras.json) and params.yaml merged with TINY and
+    ``overrides``; committed. Used by this test and by the benchmarks that need a tiny DAG
+    (kill_resume, scale_out)."""
+    def ls(*flags):
+        return subprocess.run(["git", "ls-files", *flags], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.split()
+    files = ls("-c") + [f for f in ls("-o", "--exclude-standard") if f.startswith(SOURCE_DIRS)]
     for f in files:
         src = REPO / f
         if not src.is_file() or f.startswith(("reports/", "data/")) or f == "dvc.lock":
@@ -132,16 +140,33 @@ def test_every_declared_output_exists(tiny_repo):
 
 def test_metrics_are_finite_and_triangulation_exact(tiny_repo):
     root, _, _ = tiny_repo
-    metrics = json.loads((root / "reports" / "metrics.json").read_text())
     methods = {"martinez", "repnet", "temporal", "hg3d", "triangulate_algebraic",
                "triangulate_ransac", "triangulate_probabilistic"}
-    assert methods <= set(metrics), sorted(metrics)
+    metrics = {m: json.loads((root / "reports" / "metrics" / "methods" / f"{m}.json").read_text()) for m in methods}
     for m in methods:
         assert math.isfinite(metrics[m]["pa_mpjpe_mm"]), (m, metrics[m])
     # noise-free GT 2D through the calibrated cameras: sub-millimetre
     assert metrics["triangulate_algebraic"]["mpjpe_mm"] < 1.0
     assert metrics["triangulate_ransac"]["mpjpe_mm"] < 1.0
     assert (root / "reports" / "report.md").read_text().count("|") > 20
+
+
+def test_each_number_in_one_metrics_file(tiny_repo):
+    """`dvc metrics show`: a method's 3D accuracy is only in its headline file (written by
+    evaluate), each file is a handful of flat numbers, and no key holds per-joint/per-action details."""
+    root, env, _ = tiny_repo
+    shown = json.loads(_run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], root, env).stdout)
+    files = {f: v["data"] for f, v in shown[""]["data"].items()}
+    methods = [f for f in files if f.startswith("reports/metrics/methods/")]
+    assert len(methods) == 7
+    headline = ["mpjpe_mm", "pa_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm", "pck3d_150mm", "auc", "valid_fraction"]
+    assert all(list(files[f]) == headline for f in methods)
+    for f, numbers in files.items():
+        assert all(isinstance(v, (int, float)) for v in numbers.values()), f  # flat: no nesting, no lists
+        assert len(numbers) <= 7, (f, list(numbers))
+        if f not in methods:
+            assert not {"mpjpe_mm", "pa_mpjpe_mm"} & set(numbers), f  # stored once, by evaluate
+    assert not any(k for n in files.values() for k in n if k.startswith("per_") or k.endswith("_actionwise"))
 
 
 def _stage_runs(runs):
@@ -209,7 +234,10 @@ def test_exp_run_reruns_only_repnet_and_evaluate(tiny_repo):
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "baseline", "--allow-empty"], root, env)
     before = len(_mlflow_runs(root))
-    out = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "repnet.reproj_weight=2.0"],
+    # a value other than the workspace's: the README's own `-S repnet.reproj_weight=2.0` may have
+    # been applied to the params.yaml this repo was copied from
+    value = float(yaml.safe_load((root / "params.yaml").read_text())["repnet"]["reproj_weight"]) + 1.0
+    out = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", f"repnet.reproj_weight={value}"],
                root, env, timeout=600).stdout
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     assert ran == ["evaluate", "lift@repnet"], out
@@ -218,7 +246,7 @@ def test_exp_run_reruns_only_repnet_and_evaluate(tiny_repo):
     new = runs[: len(runs) - before]
     stage_runs = {r.data.tags["dvc.stage"]: r for r in _stage_runs(new)}
     assert set(stage_runs) == {"lift@repnet", "evaluate"}
-    assert stage_runs["lift@repnet"].data.params["repnet.reproj_weight"] == "2.0"
+    assert stage_runs["lift@repnet"].data.params["repnet.reproj_weight"] == str(value)
     (parent,) = [r for r in new if "dvc.stage" not in r.data.tags]
     assert {r.data.tags["mlflow.parentRunId"] for r in stage_runs.values()} == {parent.info.run_id}
     assert parent.data.tags["dvc.exp_name"] == stage_runs["evaluate"].data.tags["dvc.exp_name"] != "workspace"
@@ -247,13 +275,13 @@ def _stage_cmd(root: Path, stage: str, item: str | None = None) -> str:
 
 def test_failing_stage_leaves_previous_outputs_intact(tiny_repo):
     root, env, _ = tiny_repo
-    before = (root / "reports" / "metrics.json").read_bytes()
+    before = (root / "reports" / "metrics" / "methods" / "martinez.json").read_bytes()
     cmd = _stage_cmd(root, "evaluate").replace("data/predictions/repnet.parquet",
                                                 "data/predictions/missing.parquet")
     p = subprocess.run(cmd, shell=True, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode != 0
     assert "missing.parquet" in p.stderr + p.stdout
-    assert (root / "reports" / "metrics.json").read_bytes() == before
+    assert (root / "reports" / "metrics" / "methods" / "martinez.json").read_bytes() == before
     assert not list((root / "reports").rglob(".*.tmp"))
 
 

@@ -303,10 +303,14 @@ def test_stage_end_to_end(tmp_path, method):
     assert meta["method"] == f"triangulate_{method}" and meta["root_relative"] is False and meta["units"] == "m"
     if method == "probabilistic":
         assert meta["coord_frame"] == "reference_camera" and meta["reference_camera"] == "cam0"
-        assert m["pa_mpjpe_mm"] < 30 and m["rotation_error_deg"] < 5
+        assert m["smoothed_pa_mpjpe_mm"] < 30 and m["rotation_error_deg"] < 5
+        assert list(m) == ["smoothed_pa_mpjpe_mm", "rotation_error_deg", "rotation_error_max_deg",
+                           "translation_direction_error_deg", "scale_error_pct"]
     else:
         assert meta["coord_frame"] == "world"
-        assert m["mpjpe_mm"] < 15 and m["abs_mpjpe_mm"] < 15
+        assert m["abs_mpjpe_mm"] < 15 and math.isfinite(m["smoothed_mpjpe_mm"])  # 6-frame takes: the filter bends them
+        # what only this stage knows; P1/P2 of the predictions are evaluate's (reports/metrics/methods)
+        assert "mpjpe_mm" not in m and "pa_mpjpe_mm" not in m and "reprojection_px" in m
 
 
 def test_stage_missing_input_exits_1(tmp_path):

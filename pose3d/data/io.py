@@ -122,10 +122,23 @@ def is_timing(key: str) -> bool:
     return "seconds" in key or key.endswith(("_per_s", "_fps")) or key == "fps"
 
 
-def write_metrics(path: str | os.PathLike, timings_path: str | os.PathLike, metrics: Mapping) -> None:
-    """Write a stage's metrics JSON without its timings, which go to ``timings_path`` (dvc.yaml
-    names both): `dvc metrics diff` then shows what changed in the results, not the machine's load."""
-    write_json(path, {k: v for k, v in metrics.items() if not is_timing(k)})
+def headline(metrics: Mapping, keys) -> dict:
+    """The DVC metrics file's share of a stage's numbers: ``keys`` in that order, those present.
+
+    A DVC metrics file holds the few numbers a person compares across experiments (`dvc metrics
+    diff`, `dvc exp show`); the details (per joint, per action, diagnostics) go to the stage's
+    MLflow run and to DVC plots, and no number is stored in two metrics files.
+    """
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def write_metrics(path: str | os.PathLike, timings_path: str | os.PathLike, metrics: Mapping,
+                  keys=None) -> None:
+    """Write a stage's metrics JSON (only ``keys`` when given: :func:`headline`) without its
+    timings, which go to ``timings_path`` (dvc.yaml names both): `dvc metrics diff` then shows
+    what changed in the results, not the machine's load."""
+    kept = metrics if keys is None else headline(metrics, keys)
+    write_json(path, {k: v for k, v in kept.items() if not is_timing(k)})
     write_json(timings_path, {k: v for k, v in metrics.items() if is_timing(k)})
 
 

@@ -651,7 +651,9 @@ def run_stage(s, paths, tracker) -> str:
     tracker.log_metrics({**{k: metrics[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "err2d_px", "gt2d_mpjpe_mm",
                                                     "gt2d_pa_mpjpe_mm", "seconds")},
                          **{f"{ph}.{k}": v for ph, m in metrics["phases"].items() for k, v in m.items()}})
-    write_metrics(paths.metrics, paths.timings, metrics)
+    # the DVC metrics file: the depth branch's own numbers (MPJPE/P-MPJPE of the predictions are
+    # the evaluate stage's; the phases stay in the MLflow run)
+    write_metrics(paths.metrics, paths.timings, metrics, keys=("err2d_px", "gt2d_mpjpe_mm", "gt2d_pa_mpjpe_mm"))
     return (f"MPJPE {metrics['mpjpe_mm']:.1f} mm, P-MPJPE {metrics['pa_mpjpe_mm']:.1f} mm on {metrics['n_test']} "
             f"test crops (2D error {metrics['err2d_px']:.1f} px; GT 2D + predicted depth: "
             f"{metrics['gt2d_mpjpe_mm']:.1f} / {metrics['gt2d_pa_mpjpe_mm']:.1f} mm); {metrics['seconds']:.0f} s "

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -33,7 +34,7 @@ from pose3d.runtime import distributed, params
 from pose3d.data.crops import (Augmentation, CropDataset, CropIndex, apply_affine,
                                iter_crop_blocks, normalize_images, read_crop_index, read_crops,
                                resize_crops, resize_points)
-from pose3d.data.io import DataError, atomic_path, file_digest, write_json
+from pose3d.data.io import DataError, atomic_path, file_digest, headline, write_json
 from pose3d.heatmaps import (crop_to_heatmap, decode, flip_heatmaps, gaussian_targets,
                              heatmap_to_crop, weighted_mse)
 from pose3d.models.pose_resnet import PoseResNet, PoseResNetConfig
@@ -243,6 +244,18 @@ def pck_metrics(pred_px: np.ndarray, gt_px: np.ndarray, box_size: np.ndarray,
                 out[f"{limb}_{kind}_rate"] = float(np.mean(
                     left_right_swaps(pred_px, gt_px, box[:, 0], members, names, kind=kind)))
     return out
+
+
+#: what the DVC metrics files of train_2d (validation subset) and detect_2d (every test crop)
+#: keep; per-joint numbers go to detect_2d's per-joint plot and every number to the MLflow run
+TRAIN_HEADLINE = ("pck_0.1", "mean_px_error", "mean_px_error_per_1000px")
+DETECT_HEADLINE = TRAIN_HEADLINE + ("elbows_mean_px_error", "wrists_mean_px_error", "arm_swap_rate")
+
+
+def per_joint_table(metrics: dict) -> pd.DataFrame:
+    """:func:`pck_metrics`' per-joint numbers as a table (joint, pck_0.1, mean_px_error,
+    mean_px_error_per_1000px): detect_2d's DVC plot."""
+    return pd.DataFrame([{"joint": j, **v} for j, v in metrics["per_joint"].items()])
 
 
 #: joint groups whose mean pixel error is reported beside the per-joint values
@@ -478,7 +491,7 @@ MODEL_INFO_KEYS = ("architecture", "depth", "deconv_channels", "deconv_kernel", 
 
 
 def run_detection(model: torch.nn.Module, crops_h5, index: CropIndex, model_path, out_parquet, metrics_json,
-                  figure_png, *, batch_size: int = 64, flip: bool = True, method: str = "dark",
+                  figure_png, *, per_joint_csv=None, batch_size: int = 64, flip: bool = True, method: str = "dark",
                   sigma: float = 1.5, precision: str = "fp32", figure_crops: int = 16,
                   seed: int = 0, progress: bool = True, model_config: dict | None = None) -> dict:
     """Detect on every crop, write the detections Parquet (:mod:`pose3d.data.contracts`; its
@@ -508,7 +521,10 @@ def run_detection(model: torch.nn.Module, crops_h5, index: CropIndex, model_path
     metrics["split"] = "test" if (index.keys["split"] == "test").any() else "all"
     metrics["num_detections"] = int(len(index))
     metrics["mean_score"] = float(scores[test].mean())
-    write_json(metrics_json, metrics)
+    if per_joint_csv is not None:
+        with atomic_path(per_joint_csv) as tmp:
+            per_joint_table(metrics).to_csv(tmp, index=False, float_format="%.4f")
+    write_json(metrics_json, headline(metrics, DETECT_HEADLINE))
     # figure: a seeded sample of test crops
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(sub), size=min(figure_crops, len(sub)), replace=False))
@@ -543,7 +559,7 @@ def run_train_stage(s, paths, tracker) -> str:
     save_model(paths.model_dir, model, {**config.to_dict(), "input_size": index.crop_size, "sigma": p.sigma,
                                         "architecture": p.architecture})
     final["epochs"] = len(history)
-    write_json(paths.metrics, final)
+    write_json(paths.metrics, headline(final, TRAIN_HEADLINE))
     tracker.log_metrics({f"final_{k}": v for k, v in flat_metrics(final).items()})
     tracker.log_artifact(paths.metrics)
     return (f"validation PCK@0.1 {final['pck_0.1']:.4f}, mean error {final['mean_px_error']:.2f} px "
@@ -557,7 +573,7 @@ def run_detect_stage(s, paths, tracker) -> str:
     model, config = load_model(Path(paths.model_dir), device=base.device, crop_size=index.crop_size)
     t0 = time.perf_counter()
     result = run_detection(model, paths.crops_h5, index, Path(paths.model_dir) / "model.pt", paths.out,
-                           paths.metrics, paths.figure, batch_size=p.batch_size, flip=p.flip_test,
+                           paths.metrics, paths.figure, per_joint_csv=paths.per_joint, batch_size=p.batch_size, flip=p.flip_test,
                            method=p.decode, sigma=float(config.get("sigma", 1.5)), precision=p.precision,
                            figure_crops=p.figure_crops, seed=base.seed, model_config=config)
     seconds = time.perf_counter() - t0

@@ -47,6 +47,14 @@ log = logging.getLogger(__name__)
 
 METHODS = ("algebraic", "ransac", "probabilistic")
 J = len(JOINT_NAMES)
+#: what the stage's DVC metrics file keeps: what only this stage knows (the evaluate stage owns
+#: MPJPE/P-MPJPE of the predictions; per-joint score correlations stay in the MLflow run)
+HEADLINE = {
+    "world": ("abs_mpjpe_mm", "smoothed_mpjpe_mm", "smoothed_pa_mpjpe_mm", "reprojection_px",
+              "ransac_threshold_px", "score_spearman_mean", "swap_rescued_joint_frac"),
+    "reference_camera": ("smoothed_pa_mpjpe_mm", "rotation_error_deg", "rotation_error_max_deg",
+                         "translation_direction_error_deg", "scale_error_pct", "score_spearman_mean"),
+}
 
 
 @dataclass
@@ -340,7 +348,9 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
     write_predictions(out, cols, pred.numpy(), method=f"triangulate_{method}",
                       coord_frame="reference_camera" if method == "probabilistic" else "world",
                       root_relative=False, meta=meta)
-    write_metrics(metrics_out, timings_out, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
+    metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+    write_metrics(metrics_out, timings_out, metrics,
+                  keys=HEADLINE["reference_camera" if method == "probabilistic" else "world"])
     return metrics
 
 

@@ -175,7 +175,7 @@ def render_report(results: Seq[MethodResult], gt: GroundTruth, *, split: str, pc
             flat = _flatten(obj)
             L += [f"### {name}", "", _md_table(pd.DataFrame([{"metric": k, "value": v}
                                                              for k, v in flat.items()], dtype=object), 4), ""]
-    L += ["Machine-readable: `reports/metrics.json` (DVC metrics), `reports/plots/per_action.csv`, "
+    L += ["Machine-readable: `reports/metrics/methods/<method>.json` (DVC metrics), `reports/plots/per_action.csv`, "
           "`reports/plots/per_joint.csv` (DVC plots); the evaluate run in MLflow holds every metric "
           "and these figures.", ""]
     return "\n".join(L)
@@ -252,13 +252,14 @@ def detection_frame(detections: str | Path, subject: str, action: str, camera: s
 
 def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[str | Path],
                    detections: str | Path | None, videos_dir: str | Path | None,
-                   curves: Seq[str | Path], stage_metrics: Seq[str | Path], metrics_out: str | Path,
+                   curves: Seq[str | Path], stage_metrics: Seq[str | Path], metrics_dir: str | Path,
                    plots_dir: str | Path, figures_dir: str | Path, report: str | Path,
                    split: str = "test", pck_threshold: float = 0.150, auc_max: float = 0.150,
                    auc_steps: int = 31, joint_subset: Seq[str] = (), subset_name: str = "subset",
                    gif_frames: int = 30, gif_step: int = 2, gif_fps: float = 10.0, gif_dpi: int = 50,
                    device: str | torch.device = "cpu") -> dict:
-    """Evaluate every predictions file and write metrics, plot tables, figures and the report.
+    """Evaluate every predictions file and write metrics (``metrics_dir/<method>.json``, the
+    headline numbers of each method), plot tables, figures and the report.
 
     Every input is read (and validated) before anything is written. Returns {"results",
     "metrics", "figures" (name -> path), "flat" (every number, for MLflow)}.
@@ -307,7 +308,8 @@ def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[s
                        display=(subj, act, cam, frames))
     with atomic_path(report) as tmp:
         tmp.write_text(md)
-    write_json(metrics_out, mj)  # last: DVC's metrics appear only when everything else is there
+    for method, numbers in mj.items():  # last: DVC's metrics appear only when everything else is there
+        write_json(Path(metrics_dir) / f"{method}.json", numbers)
     return {"results": results, "metrics": mj, "figures": figs, "flat": flat_metrics(results)}
 
 
@@ -357,13 +359,13 @@ def run_stage(s, paths, tracker) -> str:
     out = run_evaluation(
         mocap=paths.mocap, cameras=paths.cameras, predictions=paths.predictions, detections=paths.detections,
         videos_dir=paths.videos_dir, curves=paths.curves, stage_metrics=paths.stage_metrics,
-        metrics_out=paths.metrics, plots_dir=paths.plots_dir, figures_dir=paths.figures_dir,
+        metrics_dir=paths.metrics_dir, plots_dir=paths.plots_dir, figures_dir=paths.figures_dir,
         report=paths.report, split=p.split, pck_threshold=p.pck_threshold_mm / 1000,
         auc_max=p.auc_max_mm / 1000, auc_steps=p.auc_steps, joint_subset=p.joint_subset,
         subset_name=p.subset_name, gif_frames=p.gif_frames, gif_step=p.gif_step, gif_fps=p.gif_fps,
         gif_dpi=p.gif_dpi, device=s.device)
     tracker.log_metrics({**out["flat"], "seconds": time.perf_counter() - t0})
-    for path in [*out["figures"].values(), paths.report, paths.metrics,
+    for path in [*out["figures"].values(), paths.report, *(f"{paths.metrics_dir}/{m}.json" for m in out["metrics"]),
                  f"{paths.plots_dir}/per_action.csv", f"{paths.plots_dir}/per_joint.csv"]:
         tracker.log_artifact(path)
     return "; ".join(f"{m} MPJPE {v['mpjpe_mm']:.1f} mm, P-MPJPE {v['pa_mpjpe_mm']:.1f} mm"

@@ -197,7 +197,7 @@ def run_stage(s, paths, tracker) -> str:
     """``lift@<model>``: :func:`run_lift` with the stage's files (see stages/lift.py)."""
     res = run_lift(paths.model, s.params, s.base, mocap=paths.mocap, cameras=paths.cameras,
                    detections=paths.detections, out=paths.out, model_dir=paths.model_dir,
-                   checkpoint=paths.checkpoint, metrics_path=paths.metrics, curves=paths.curves,
+                   checkpoint=paths.checkpoint, curves=paths.curves,
                    run=tracker)
     m = res.metrics
     return (f"MPJPE {m['mpjpe_mm']:.1f} mm, P-MPJPE {m['pa_mpjpe_mm']:.1f} mm, MPJVE {m['mpjve_mm']:.2f} mm "

@@ -206,8 +206,8 @@ def warp_crop(image: np.ndarray, image_to_crop: np.ndarray, size: int,
 def create_crops_dataset(f: h5py.File, size: int, compression_level: int = 1) -> h5py.Dataset:
     """The empty, growable ``crops`` dataset (0, S, S, 3) uint8 of crops.h5: one crop per gzip
     chunk, so that a shuffled training batch decodes only its own crops (~12 ms for 32 crops of
-    96 px vs ~0.5 s from chunks of 64, at +5 % disk; lzf: ~7 ms at +35 % disk;
-    reports/benchmarks/scale.md, "Streaming crops")."""
+    96 px vs ~0.5 s from chunks of 64, for +5.5 % disk; lzf would read them in ~7 ms for +29 %
+    more disk; reports/benchmarks/scale.md, "Streaming crops")."""
     S = int(size)
     ds = f.create_dataset("crops", shape=(0, S, S, 3), maxshape=(None, S, S, 3), dtype=np.uint8,
                           chunks=(1, S, S, 3), compression="gzip", compression_opts=compression_level,

@@ -11,6 +11,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one torch thread is faster, and much faster on a shared, loaded CPU
+    (``pytestmark = pytest.mark.usefixtures("one_thread")`` in a test module)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _shared_data() -> Path:
     return Path(os.environ.get("POSE3D_SHARED_DATA", REPO.parent / "shared" / "data"))
 

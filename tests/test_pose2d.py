@@ -29,13 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_video_crops import make_studio  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and much faster on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blob_crops(n=24, S=64, seed=0):

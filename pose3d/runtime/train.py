@@ -135,10 +135,13 @@ class LazyBatches:
     ``split(batch, rank, world)``: a rank's slice of a global batch under DDP (default
     :func:`pose3d.runtime.distributed.shard_batch`: every tensor cut along its first axis).
     The whole batch is made on every rank, so that augmentation drawn from one sequential
-    generator per epoch gives each row what one process would have given it."""
+    generator per epoch gives each row what one process would have given it; or, with
+    ``make_shard(i, rank, world)``, only the rank's slice of batch i (when its rows do not
+    depend on the others': e.g. crops read from disk on demand)."""
 
-    def __init__(self, n: int, make: Callable[[int], Any], split: Callable[[Any, int, int], Any] | None = None):
-        self.n, self.make, self.split = n, make, split
+    def __init__(self, n: int, make: Callable[[int], Any], split: Callable[[Any, int, int], Any] | None = None,
+                 make_shard: Callable[[int, int, int], Any] | None = None):
+        self.n, self.make, self.split, self.make_shard = n, make, split, make_shard
 
     def __len__(self):
         return self.n
@@ -148,6 +151,8 @@ class LazyBatches:
             yield self.make(i)
 
     def shard(self, rank: int, world: int) -> "LazyBatches":
+        if self.make_shard is not None:
+            return LazyBatches(self.n, lambda i: self.make_shard(i, rank, world))
         split = self.split or distributed.shard_batch
         return LazyBatches(self.n, lambda i: split(self.make(i), rank, world))
 

@@ -40,8 +40,8 @@ import pandas as pd
 import torch
 
 from pose3d.data.contracts import write_predictions
-from pose3d.data.crops import (apply_affine, invert_affine, normalize_images, read_crop_index, read_crops,
-                               resize_crops)
+from pose3d.data.crops import (CropStore, apply_affine, invert_affine, normalize_images, read_crop_index,
+                               read_crops, resize_crops)
 from pose3d.data.io import DataError, file_digest, write_metrics
 from pose3d.data.views import GroundTruth
 from pose3d.geometry.camera import pixels_to_normalized, undistort_points, world_to_camera
@@ -49,7 +49,7 @@ from pose3d.geometry.shapes import check_shape
 from pose3d.heatmaps import crop_to_heatmap, decode, gaussian_targets, heatmap_to_crop, weighted_mse
 from pose3d.metrics import mpjpe, pa_mpjpe
 from pose3d.models.hg3d import HG3D, HG3DConfig, read_depth
-from pose3d.runtime import params
+from pose3d.runtime import distributed, params
 from pose3d.runtime.train import LazyBatches, Trainer, TrainConfig, adam, load_state, save_model
 from pose3d.skeleton import BONES, FLIP_PERM, JOINT_NAMES, ROOT, bone_group, bone_lengths
 
@@ -206,7 +206,8 @@ def reconstruct(uv_px: torch.Tensor, depth: torch.Tensor, k: torch.Tensor, K: to
 class HG3DData:
     """Crops with everything the three phases need, at the network's input size.
 
-    images (N, S, S, 3) uint8 RGB; keys (DataFrame: subject, action, camera, frame, split);
+    images (N, S, S, 3) uint8 RGB (an array, or a :class:`~pose3d.data.crops.CropStore` reading
+    crops.h5 on demand); keys (DataFrame: subject, action, camera, frame, split);
     joints_hm (N, J, 2) GT 2D in heatmap coords; rays (N, J, 3) undistorted normalised rays of
     the GT 2D, (x, y, 1); k (N,) depth unit; depth (N, J) GT depth (module unit, heatmap px);
     x_cam (N, J, 3) GT camera-frame joints (m); crop_to_image (N, 2, 3) input px -> image px;
@@ -240,10 +241,12 @@ def _resize_affine(size_from: int, size_to: int) -> np.ndarray:
 
 def load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size: int, stride: int,
               subjects: list[str] | None = None, frame_stride: int = 1,
-              include_test: bool = True) -> HG3DData:
+              include_test: bool = True, stream: bool = True) -> HG3DData:
     """Read the extract stage's crops and the studio's mocap/cameras for ``subjects`` (None =
     all; with ``include_test`` every test-split crop too), keeping every ``frame_stride``-th
-    training crop; resize crops to ``input_size``."""
+    training crop; resize crops to ``input_size``. ``stream``: ``images`` reads them from
+    crops.h5 when a batch asks (:class:`~pose3d.data.crops.CropStore`), else they are read
+    into memory here (same pixels)."""
     index = read_crop_index(crops_parquet)
     test = (index.keys["split"] == "test").to_numpy()
     keep = np.ones(len(index), bool)
@@ -256,7 +259,11 @@ def load_data(crops_h5, crops_parquet, mocap_h5, cameras_json, input_size: int, 
     if len(index) == 0:
         raise DataError(f"{crops_parquet}: no crops for subjects {subjects}")
     S = index.crop_size
-    crops = resize_crops(read_crops(crops_h5, index.keys["index"].to_numpy()), input_size)
+    rows = index.keys["index"].to_numpy()
+    if stream:
+        crops = CropStore(crops_h5, rows, input_size)
+    else:
+        crops = resize_crops(read_crops(crops_h5, rows), input_size)
     M = _resize_affine(S, input_size)
     A = index.crop_to_image.astype(np.float64)  # (N, 2, 3) crop px -> image px
     c2i = np.concatenate([A[..., :2] @ M[:, :2], A[..., :2] @ M[:, 2:] + A[..., 2:]], -1)
@@ -503,15 +510,17 @@ def train(model, data: HG3DData, opts: HG3DTrainOptions, train_config, run=None,
         flips = rng.random(len(order)) < 0.5 if opts.flip else np.zeros(len(order), bool)
         starts = range(0, len(order) - opts.batch_size + 1, opts.batch_size)  # full batches (BN)
 
-        def make(i):
-            r = order[i:i + opts.batch_size]
+        def make(i, rank=0, world=1):  # a DDP rank reads only its slice's crops
+            r = distributed.shard_batch(order[i:i + opts.batch_size], rank, world)
+            f = distributed.shard_batch(flips[i:i + opts.batch_size], rank, world)
             return {"images": normalize_images(data.images[r]),
                     "joints_hm": torch.from_numpy(data.joints_hm[r]),
                     "depth": torch.from_numpy(data.depth[r]), "rays": torch.from_numpy(data.rays[r]),
                     "k": torch.from_numpy(data.k[r]), "has_3d": torch.from_numpy(is3d[r]),
-                    "flip": torch.from_numpy(flips[i:i + opts.batch_size])}
+                    "flip": torch.from_numpy(f)}
 
-        return LazyBatches(len(starts), lambda i: make(starts[i]))
+        return LazyBatches(len(starts), lambda i: make(starts[i]),
+                           make_shard=lambda i, rank, world: make(starts[i], rank, world))
 
     def step(ctx, batch, epoch):
         phase = sched.phase(epoch)

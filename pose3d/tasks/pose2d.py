@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from pose3d.data.contracts import write_detections
 from pose3d.runtime import distributed, params
-from pose3d.data.crops import (Augmentation, CropDataset, CropIndex, apply_affine,
+from pose3d.data.crops import (Augmentation, CropDataset, CropIndex, CropStore, apply_affine,
                                iter_crop_blocks, normalize_images, read_crop_index, read_crops,
                                resize_crops, resize_points)
 from pose3d.data.io import DataError, atomic_path, file_digest, headline, write_json
@@ -329,7 +329,7 @@ def make_evaluate(crops: np.ndarray, index: CropIndex, image_width: np.ndarray, 
     def evaluate(ctx, epoch):
         size = size_of_epoch(epoch) if size_of_epoch else crops.shape[1]
         if size not in resized:
-            resized[size] = resize_crops(crops, size)
+            resized[size] = crops.resized(size) if isinstance(crops, CropStore) else resize_crops(crops, size)
         _, m = score_crops(ctx.modules["model"], resized[size], index, image_width, **predict_kw)
         return {f"val_{k}": v for k, v in m.items() if not isinstance(v, dict)}
 
@@ -427,9 +427,10 @@ def augmentation_of(p) -> Augmentation:
 
 
 def fit(crops_h5, index: CropIndex, p, *, trainer_config, run=None,
-        fingerprint: str = "") -> tuple[torch.nn.Module, list[dict], dict]:
+        fingerprint: str = "", stream: bool = True) -> tuple[torch.nn.Module, list[dict], dict]:
     """Train the 2D model of params section ``p`` (pose2d) on the train-split crops; validate
-    on the test split after every epoch.
+    on the test split after every epoch. ``stream``: read the crops from crops.h5 batch by
+    batch (:class:`~pose3d.data.crops.CropStore`), else hold them in memory (same model).
 
     Returns (model in eval mode, history, final validation metrics with per-joint values).
     """
@@ -437,8 +438,9 @@ def fit(crops_h5, index: CropIndex, p, *, trainer_config, run=None,
     sigma = p.sigma
     train_idx, val_idx = split_crops(index, p.max_train_crops, p.val_max_crops)
     log.info("train_2d: %d train crops, %d validation crops (of %d)", len(train_idx), len(val_idx), len(index))
-    train_crops = read_crops(crops_h5, train_idx.keys["index"].to_numpy())
-    val_crops = read_crops(crops_h5, val_idx.keys["index"].to_numpy())
+    read = CropStore if stream else read_crops
+    train_crops = read(crops_h5, train_idx.keys["index"].to_numpy())
+    val_crops = read(crops_h5, val_idx.keys["index"].to_numpy())
     dataset = CropDataset(train_crops, joints_in_crops(train_idx), augmentation_of(p), seed=trainer_config.seed)
     torch.manual_seed(trainer_config.seed)
     model = build_model(p.architecture, model_config)

@@ -30,6 +30,8 @@ def localise(html: str, names=SCRIPTS) -> str:
         html, n = re.subn(rf'src="https://cdn\.jsdelivr\.net/npm/{re.escape(name)}@[^"]*"', f'src="{name}.min.js"', html)
         if n != 1:
             raise SystemExit(f"dvc plots page: expected one CDN script tag for {name}, found {n}")
+    if "charset" not in html:  # DVC's page names no encoding: minus signs would render as mojibake
+        html = html.replace("<head>", '<head>\n    <meta charset="utf-8">', 1)
     return html
 
 

@@ -348,8 +348,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
     write_predictions(out, cols, pred.numpy(), method=f"triangulate_{method}",
                       coord_frame="reference_camera" if method == "probabilistic" else "world",
                       root_relative=False, meta=meta)
-    metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
-    write_metrics(metrics_out, timings_out, metrics,
+    write_metrics(metrics_out, timings_out, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
                   keys=HEADLINE["reference_camera" if method == "probabilistic" else "world"])
     return metrics
 

@@ -73,6 +73,10 @@ def loso(args) -> str:
                              f"{res['pa_mpjpe_mm']:.1f} | {rel['mpjpe_mm']:.1f} | {rel['pa_mpjpe_mm']:.1f} | "
                              f"{time.time() - t0:.0f} |")
                 print(lines[-1], flush=True)
+                # P1 (all 17, no flip) of a fixed 1/16 of the held-out sequences after each epoch
+                curve = {int(r["epoch"]): r["val_mpjpe_mm"] for r in out.history}
+                print(f"curve {held}: " + " ".join(f"{e}:{curve[e]:.1f}" for e in sorted(curve)
+                                                    if e % 5 == 0 or e == 1), flush=True)
     return "\n".join(lines)
 
 

@@ -1,12 +1,13 @@
 """Lifting benchmarks. Numbers go to reports/benchmarks/lifting.md.
 
-    python benchmarks/lifting.py loso  [--npz ../shared/data/real-mocap/real_mocap_h36m17.npz]
+    python benchmarks/lifting.py loso  [--npz ../shared/data/real-mocap/real_mocap_h36m17.npz] [--with-studio data/studio]
     python benchmarks/lifting.py semi  --mocap data/studio/mocap.h5 --cameras data/studio/cameras.json
     python benchmarks/lifting.py studio --mocap ... --cameras ... [--detections ...]
 
 * loso: real optical mocap (HDM05 + CMU), leave one subject out; every clip is filmed by a
   Human3.6M-like virtual rig (4 cameras, 4.5 m, 1.5 m high, f = 1145 px, 1000x1000, H36M-size
-  distortion); GT 2D input. P1/P2 on the 13 reliable joints and on all 17, per held-out subject.
+  distortion); GT 2D input; --with-studio adds the studio's train subjects (own cameras) to every
+  fold's training set (the footage lifter of ``p3d train-lifter``). P1/P2 on the 13 reliable joints and on all 17, per held-out subject.
 * semi: temporal model (GT 2D input) fully supervised vs. 1 labelled subject alone vs. 1
   labelled + the other train subjects unlabelled (reprojection + bone lengths, without and with
   the temporal GAN), over --seeds; --val S holds train subject S out instead of testing;
@@ -28,51 +29,12 @@ import numpy as np
 import torch
 
 from pose3d.runtime import params as P
-from pose3d.data.io import Sequence, save_cameras, write_mocap
-from pose3d.geometry.camera import Camera
-from pose3d.geometry.rotations import look_at
 from pose3d.tasks.lifting.data import split_of
+from pose3d.tasks.lifting.realmocap import mixed_dataset
 from pose3d.tasks.lifting.pipeline import run_lift, score
 
 REPO = Path(__file__).resolve().parents[1]
 NPZ = REPO.parent / "shared" / "data" / "real-mocap" / "real_mocap_h36m17.npz"
-
-
-def h36m_like_rig(n_cameras: int = 4, distance: float = 4.5, height: float = 1.5,
-                  size: int = 1000, focal: float = 1145.0, yaw0_deg: float = 45.0) -> dict[str, Camera]:
-    """Cameras on a circle around the origin (world Z up), aimed at (0, 0, 1)."""
-    cams = {}
-    K = np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]])
-    dist = np.array([-0.2, 0.24, -0.001, -0.001, -0.0016])
-    for i in range(n_cameras):
-        a = np.deg2rad(yaw0_deg + 360.0 * i / n_cameras)
-        eye = torch.tensor([distance * np.cos(a), distance * np.sin(a), height], dtype=torch.float64)
-        R, t = look_at(eye, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
-        cams[f"cam{i}"] = Camera(K=K, dist=dist, R=R.numpy(), t=t.numpy(), width=size, height=size,
-                                 name=f"cam{i}")
-    return cams
-
-
-def real_mocap_dataset(npz: Path, out_dir: Path, test_subjects: list[str]) -> tuple[Path, Path]:
-    """Write the real mocap as mocap.h5 (one sequence per clip, metres, each clip's mean root
-    moved to x = y = 0 so the rig sees it) + cameras.json; returns their paths."""
-    d = np.load(npz, allow_pickle=False)
-    pos = d["positions"].astype(np.float64) / 1000.0
-    seqs = []
-    for cid in np.unique(d["clip_id"]):
-        rows = np.flatnonzero(d["clip_id"] == cid)
-        rows = rows[np.argsort(d["frame_in_clip"][rows])]
-        p = pos[rows].copy()
-        p[..., :2] -= p[:, 0, :2].mean(0)
-        subj = str(d["subject"][rows[0]])
-        act = f"{d['activity'][rows[0]]}_{int(cid):03d}"
-        seqs.append(Sequence(subj, act, p.astype(np.float32), float(d["fps"]),
-                             "test" if subj in test_subjects else "train"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_mocap(out_dir / "mocap.h5", seqs)
-    rig = h36m_like_rig()
-    save_cameras(out_dir / "cameras.json", {s: rig for s in sorted({q.subject for q in seqs})})
-    return out_dir / "mocap.h5", out_dir / "cameras.json"
 
 
 def _base():
@@ -93,19 +55,28 @@ def loso(args) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for model in args.models:
         # the model's params.yaml section on GT 2D (real mocap has no images); --epochs overrides
-        p = dataclasses.replace(P.load(model, args.params), input_2d="gt")
+        p = _override(dataclasses.replace(P.load(model, args.params), input_2d="gt"), args.set)
         p = dataclasses.replace(p, epochs=args.epochs or p.epochs, train_stride=args.stride)
         for held in subjects:
             with tempfile.TemporaryDirectory() as tmp:
-                mocap, cams = real_mocap_dataset(Path(args.npz), Path(tmp), [held])
+                studio = args.with_studio
+                mocap, cams = mixed_dataset(tmp, args.npz, [held], studio and studio / "mocap.h5",
+                                            studio and studio / "cameras.json")
                 t0 = time.time()
-                out = run_lift(model, p, _base(), mocap=mocap, cameras=cams, progress=False)
+                # train: the other real subjects (+ the studio's train subjects); test: the held-out one
+                out = run_lift(model, p, dataclasses.replace(_base(), seed=args.seeds[0]), mocap=mocap,
+                               cameras=cams, progress=False, train_subjects=split_of(mocap, "train"),
+                               test_subjects=[held])
                 res, test = out.metrics, out.test
                 rel = score(test, out.pose, joint_mask=reliable)
                 lines.append(f"| {held} | {model} | {test.num_frames} | {res['mpjpe_mm']:.1f} | "
                              f"{res['pa_mpjpe_mm']:.1f} | {rel['mpjpe_mm']:.1f} | {rel['pa_mpjpe_mm']:.1f} | "
                              f"{time.time() - t0:.0f} |")
                 print(lines[-1], flush=True)
+                # P1 (all 17, no flip) of a fixed 1/16 of the held-out sequences after each epoch
+                curve = {int(r["epoch"]): r["val_mpjpe_mm"] for r in out.history}
+                print(f"curve {held}: " + " ".join(f"{e}:{curve[e]:.1f}" for e in sorted(curve)
+                                                    if e % 5 == 0 or e == 1), flush=True)
     return "\n".join(lines)
 
 
@@ -203,11 +174,14 @@ def main(argv=None) -> int:
     ap.add_argument("--stride", type=int, default=1, help="train_stride for loso")
     ap.add_argument("--subjects", nargs="+", default=None, help="loso: hold out only these subjects")
     ap.add_argument("--val", default=None, help="semi: hold out this train subject as the test subject")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="semi: base seeds")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="semi: base seeds; loso: the first is the seed")
     ap.add_argument("--rows", nargs="+", choices=list(SEMI_ROWS), default=list(SEMI_ROWS),
                     help="semi: which settings")
     ap.add_argument("--adv-weight", type=float, default=0.05, help="semi: the critic's weight in the gan row")
-    ap.add_argument("--set", nargs="*", default=None, help="semi: temporal params key=value (YAML values)")
+    ap.add_argument("--set", nargs="*", default=None,
+                    help="semi, loso: the model's params key=value (YAML values)")
+    ap.add_argument("--with-studio", type=Path, default=None, metavar="DIR",
+                    help="loso: also train on DIR/mocap.h5's train subjects (DIR/cameras.json), e.g. data/studio")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
                     help="params.yaml whose model sections every benchmark starts from (epochs included)")
     args = ap.parse_args(argv)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import ezc3d
+import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -26,7 +27,7 @@ from pose3d.models.temporal import TemporalLifter
 from pose3d.skeleton import COCO17_NAMES, JOINT_INDEX, JOINT_NAMES, PARENTS, to_coco17
 from pose3d.tasks.footage import exports, infer
 from pose3d.tasks.footage.keypoints import (MEDIAPIPE33, OPENPOSE_BODY25, canonical_name, derive_missing_joints,
-                                            read_keypoints)
+                                            read_keypoints, read_pandas_h5)
 from pose3d.tasks.footage.lift import reference_camera, to_reference_pixels, user_intrinsics
 from pose3d.tasks.footage.pipeline import match_cameras
 from pose3d.runtime.train import save_model
@@ -199,6 +200,77 @@ def test_read_every_keypoint_format(tmp_path):
     assert fmt == "deeplabcut"
     np.testing.assert_allclose(p4[:, JOINT_INDEX["l_elbow"]], h[:, JOINT_INDEX["l_elbow"]], atol=1e-4)
     assert s4[2, JOINT_INDEX["l_elbow"]] == pytest.approx(0.95)
+
+
+def write_pandas_table_h5(path, labels, names, values, key="df_with_missing", extra_attrs=None):
+    """The HDF5 layout of ``DataFrame.to_hdf(path, key=key, format="table")`` (what DeepLabCut
+    writes; PyTables stores the column labels as protocol-0 pickles of plain lists), via h5py."""
+    import pickle
+
+    with h5py.File(path, "w") as f:
+        g = f.create_group(key)
+        attrs = {"pandas_type": b"frame_table", "table_type": b"appendable_frame", "values_cols": ["values_block_0"],
+                 "non_index_axes": [(1, [tuple(c) for c in labels])],
+                 "info": {1: {"names": list(names), "type": "MultiIndex"}, "index": {}, "values_block_0": {}},
+                 **(extra_attrs or {})}
+        for k, v in attrs.items():
+            g.attrs[k] = np.bytes_(v if isinstance(v, bytes) else pickle.dumps(v, protocol=0))
+        rows = np.zeros(len(values), [("index", "<i8"), ("values_block_0", "<f8", (len(labels),))])
+        rows["index"] = np.arange(len(values))
+        rows["values_block_0"] = values
+        g.create_dataset("table", data=rows)
+
+
+def test_deeplabcut_h5_without_pytables(tmp_path):
+    parts = ["LeftShoulder", "RightShoulder", "LeftElbow", "RightElbow", "LeftWrist", "RightWrist", "LeftHip",
+             "RightHip", "LeftKnee", "RightKnee", "LeftAnkle", "RightAnkle", "Nose", "LeftEar", "RightEar"]
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 500, (6, 2, len(parts), 2))  # frames, individuals, parts, xy
+    lik = rng.uniform(0.5, 1, (6, 2, len(parts), 1))
+    values = np.concatenate([xy, lik], -1).reshape(6, -1)
+    values[2, 3 * parts.index("LeftElbow"):3 * parts.index("LeftElbow") + 2] = np.nan  # DLC's missing value
+    labels = [("DLC_x", ind, bp, c) for ind in ("mouse1", "mouse2") for bp in parts for c in ("x", "y", "likelihood")]
+    write_pandas_table_h5(tmp_path / "dlc.h5", labels, ["scorer", "individuals", "bodyparts", "coords"], values)
+    pts, sc, fmt = read_keypoints(tmp_path / "dlc.h5")
+    assert fmt == "deeplabcut" and pts.shape == (6, 17, 2)
+    le = JOINT_INDEX["l_elbow"]
+    np.testing.assert_allclose(pts[[0, 1, 3, 4, 5], le], xy[[0, 1, 3, 4, 5], 0, parts.index("LeftElbow")], atol=1e-4)
+    assert np.isnan(pts[2, le]).all() and sc[2, le] == 0  # the first individual, its NaN kept missing
+    assert sc[4, JOINT_INDEX["r_knee"]] == pytest.approx(lik[4, 0, parts.index("RightKnee"), 0])
+    # the same table through the CSV reader gives the same 2D
+    with (tmp_path / "dlc.csv").open("w") as f:
+        for i, name in enumerate(("scorer", "individuals", "bodyparts", "coords")):
+            f.write(name + "," + ",".join(c[i] for c in labels) + "\n")
+        for t in range(6):
+            f.write(f"{t}," + ",".join("" if np.isnan(v) else repr(float(v)) for v in values[t]) + "\n")
+    p2, s2, _ = read_keypoints(tmp_path / "dlc.csv")
+    np.testing.assert_array_equal(p2, pts)
+    np.testing.assert_array_equal(s2, sc)
+    # metadata that would run code when unpickled is refused, not executed
+    write_pandas_table_h5(tmp_path / "evil.h5", labels, ["scorer", "individuals", "bodyparts", "coords"], values,
+                          extra_attrs={"non_index_axes": b"cos\nsystem\n(S'true'\ntR."})
+    with pytest.raises(DataError, match=r"evil\.h5: /df_with_missing attribute 'non_index_axes' is not plain data "
+                                        r"\(refused: os\.system\)"):
+        read_keypoints(tmp_path / "evil.h5")
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f.create_group("a"), f.create_group("b")
+    with pytest.raises(DataError, match=r"empty\.h5: no DataFrame key 'df_with_missing' and not exactly one group"):
+        read_keypoints(tmp_path / "empty.h5")
+
+
+def test_deeplabcut_h5_written_by_pandas(tmp_path):
+    import pandas as pd
+    cols = pd.MultiIndex.from_product([["DLC_x"], ["LeftKnee", "RightKnee", "Nose"], ["x", "y", "likelihood"]],
+                                      names=["scorer", "bodyparts", "coords"])
+    df = pd.DataFrame(np.arange(36, dtype=float).reshape(4, 9), columns=cols)
+    for fmt in ("table", "fixed"):
+        try:  # the real writer, where a PyTables that pandas accepts is installed
+            df.to_hdf(tmp_path / f"{fmt}.h5", key="df_with_missing", format=fmt, mode="w")
+        except ImportError as e:
+            pytest.skip(f"pandas cannot write HDF5 here: {e}")
+        body, labels, names = read_pandas_h5(tmp_path / f"{fmt}.h5")
+        np.testing.assert_array_equal(body, df.to_numpy())
+        assert labels == list(df.columns) and names == ["scorer", "bodyparts", "coords"]
 
 
 def test_keypoint_files_of_the_wrong_kind(tmp_path):

@@ -13,7 +13,8 @@ Formats (:func:`read_keypoints` tells them apart by content; every error names t
   frames, each 33 ``{"x", "y", "z", "visibility"}``) of shape (T, 33, >= 2), x and y *normalised*
   to [0, 1] by the image width and height (MediaPipe's NormalizedLandmark); visibility is the score.
 * **DeepLabCut** ``.csv`` (header rows scorer / bodyparts / coords, coords x, y, likelihood; a
-  multi-animal file's first individual) or ``.h5`` (the same table; reading it needs PyTables).
+  multi-animal file's first individual) or ``.h5`` (the same table as pandas writes it, "table" or
+  "fixed" format, read with h5py: PyTables is not needed).
   Body-part names are the user's own: they are matched by :func:`canonical_name`.
 
 Every source layout maps to H36M-17 by name (:data:`ALIASES`); the joints H36M-17 has and
@@ -22,7 +23,9 @@ those layouts lack are derived in one place, :func:`derive_missing_joints`.
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -247,6 +250,63 @@ def read_mediapipe(path: Path, image_size: tuple[int, int] | None) -> tuple[np.n
     return xy, sc
 
 
+class _NoGlobals(pickle.Unpickler):
+    """Unpickles plain lists, tuples, dicts, strings and numbers only: any class or function
+    reference is refused, so no code can run (pandas' HDF5 metadata needs nothing else)."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refused: {module}.{name}")
+
+
+def _attr_object(group, key: str, path: Path):
+    raw = group.attrs.get(key)
+    if raw is None:
+        raise DataError(f"{path}: /{group.name.strip('/')} lacks the pandas attribute {key!r}")
+    try:
+        return _NoGlobals(io.BytesIO(bytes(raw))).load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: /{group.name.strip('/')} attribute {key!r} is not plain data ({e})") from e
+
+
+def read_pandas_h5(path: Path, key: str = "df_with_missing") -> tuple[np.ndarray, list[tuple], list[str]]:
+    """A DataFrame of floats with MultiIndex columns that pandas wrote to HDF5 (``to_hdf``, format
+    "table" as DeepLabCut writes it, or "fixed"), read with h5py alone (no PyTables) ->
+    (values (T, C) float64, column labels (C tuples), column level names). ``key``: the
+    DataFrame's key, else the file's only top-level group."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        keys = [k for k in f if isinstance(f[k], h5py.Group)]
+        if key not in keys and len(keys) != 1:
+            raise DataError(f"{path}: no DataFrame key {key!r} and not exactly one group (groups: {keys})")
+        g = f[key if key in keys else keys[0]]
+        kind = bytes(g.attrs.get("pandas_type", b"")).decode()
+        if kind == "frame_table":
+            blocks = _attr_object(g, "values_cols", path)
+            if blocks != ["values_block_0"] or "table" not in g:
+                raise DataError(f"{path}: /{g.name.strip('/')} holds {blocks} value blocks; a keypoint table has "
+                                "one block of floats")
+            body = np.asarray(g["table"]["values_block_0"], np.float64)
+            (axis, labels), = _attr_object(g, "non_index_axes", path)
+            names = _attr_object(g, "info", path).get(axis, {}).get("names") or []
+        elif kind == "frame":
+            if int(g.attrs.get("nblocks", 0)) != 1:
+                raise DataError(f"{path}: /{g.name.strip('/')} holds {int(g.attrs.get('nblocks', 0))} value blocks; "
+                                "a keypoint table has one block of floats")
+            body = np.asarray(g["block0_values"], np.float64)
+            n = int(g.attrs.get("block0_items_nlevels", 1))
+            levels = [[v.decode() for v in g[f"block0_items_level{i}"][()]] for i in range(n)]
+            codes = [g[f"block0_items_label{i}"][()] for i in range(n)]
+            names = [bytes(g[f"block0_items_level{i}"].attrs["name"]).decode() for i in range(n)]
+            labels = [tuple(levels[i][c[k]] for i, c in enumerate(codes)) for k in range(len(codes[0]))]
+        else:
+            raise DataError(f"{path}: /{g.name.strip('/')} is not a pandas DataFrame (pandas_type {kind!r})")
+    labels = [tuple(c) if isinstance(c, (tuple, list)) else (c,) for c in labels]
+    if body.ndim != 2 or body.shape[1] != len(labels) or not all(len(c) == len(names) for c in labels):
+        raise DataError(f"{path}: values {body.shape} do not match {len(labels)} column labels of levels {names}")
+    return body, labels, list(names)
+
+
 def read_dlc(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     try:
         if path.suffix == ".csv":
@@ -259,16 +319,11 @@ def read_dlc(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
             body = df.iloc[len(heads):, 1:].replace("", "nan").astype(np.float64).to_numpy()
             cols = list(zip(hdr.get("individuals", [""] * len(hdr["coords"])), hdr["bodyparts"], hdr["coords"]))
         else:
-            table = pd.read_hdf(path)
-            body = table.to_numpy(np.float64)
-            levels = table.columns.names
+            body, labels, levels = read_pandas_h5(path)
             cols = [(c[levels.index("individuals")] if "individuals" in levels else "",
-                     c[levels.index("bodyparts")], c[levels.index("coords")]) for c in table.columns]
+                     c[levels.index("bodyparts")], c[levels.index("coords")]) for c in labels]
     except DataError:
         raise
-    except ImportError as e:
-        raise DataError(f"{path}: reading a DeepLabCut .h5 needs PyTables (pip install tables), or export "
-                        f"the CSV ({e})") from e
     except Exception as e:  # pandas raises many types for a malformed table
         raise DataError(f"{path}: not a DeepLabCut table ({type(e).__name__}: {e})") from e
     first_ind = cols[0][0]

@@ -1,0 +1,92 @@
+"""Real-mocap lifting data (pose3d.tasks.lifting.realmocap) and ``p3d train-lifter``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pose3d.app import main as p3d
+from pose3d.data.io import DataError, load_cameras, read_mocap
+from pose3d.tasks.footage.lift import load_temporal
+from pose3d.tasks.lifting.realmocap import h36m_like_rig, mixed_dataset, real_mocap_sequences
+
+from test_lifting import _one_thread, studio, synthetic_motion  # noqa: F401  (fixtures)
+
+
+def write_npz(path, subjects=("a1", "b2"), clips=2, T=20):
+    """An npz in the real-mocap layout: millimetres, Z up, clips out of order by frame."""
+    rng = np.random.default_rng(1)
+    pos, cid, subj, act, fic = [], [], [], [], []
+    for s, name in enumerate(subjects):
+        for c in range(clips):
+            p = synthetic_motion(T, rng) * 1000 + np.array([500.0 * s, -300.0, 0.0], np.float32)
+            order = rng.permutation(T)  # rows shuffled: the reader sorts by frame_in_clip
+            pos.append(p[order])
+            fic.append(order)
+            cid += [s * clips + c] * T
+            subj += [name] * T
+            act += ["walk"] * T
+    np.savez(path, positions=np.concatenate(pos).astype(np.float32), clip_id=np.asarray(cid),
+             subject=np.asarray(subj), activity=np.asarray(act), frame_in_clip=np.concatenate(fic),
+             fps=np.float32(30.0))
+    return path
+
+
+def test_real_mocap_sequences_metres_sorted_centred(tmp_path):
+    npz = write_npz(tmp_path / "real.npz")
+    seqs = real_mocap_sequences(npz, ["b2"])
+    assert [(q.subject, q.split, q.action) for q in seqs] == [
+        ("a1", "train", "walk_000"), ("a1", "train", "walk_001"), ("b2", "test", "walk_002"), ("b2", "test", "walk_003")]
+    d = np.load(npz)
+    rows = np.flatnonzero(d["clip_id"] == 2)
+    want = d["positions"][rows][np.argsort(d["frame_in_clip"][rows])] / 1000.0
+    want[..., :2] -= want[:, 0, :2].mean(0)
+    np.testing.assert_allclose(seqs[2].positions_world, want, atol=1e-6)
+    assert seqs[2].fps == 30.0
+    with pytest.raises(DataError, match=r"real.npz: subject\(s\) \['zz'\] not in the file"):
+        real_mocap_sequences(npz, ["zz"])
+
+
+def test_mixed_dataset_keeps_studio_cameras_and_names_the_rig_alike(tmp_path, studio):  # noqa: F811
+    npz = write_npz(tmp_path / "real.npz")
+    mocap, cams = mixed_dataset(tmp_path / "mixed", npz, ["a1"], studio / "mocap.h5", studio / "cameras.json")
+    splits = {(q.subject, q.split) for q in read_mocap(mocap)}
+    assert splits == {("S1", "train"), ("S5", "train"), ("S9", "test"), ("a1", "test"), ("b2", "train")}
+    got, studio_cams = load_cameras(cams), load_cameras(studio / "cameras.json")
+    assert sorted(got["a1"]) == sorted(studio_cams["S1"]) == ["c0", "c1"]
+    np.testing.assert_array_equal(got["S5"]["c1"].R, studio_cams["S5"]["c1"].R)
+    rig = h36m_like_rig(2)
+    np.testing.assert_allclose(got["b2"]["c1"].t, rig["cam1"].t)
+    assert got["b2"]["c1"].name == "c1"
+
+
+def test_train_lifter_writes_a_lifter_infer_loads(tmp_path, studio, capsys):  # noqa: F811
+    npz = write_npz(tmp_path / "real.npz")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"temporal": {"channels": 16, "traj_channels": 8, "epochs": 1,
+                                                   "batch_size": 32, "input_2d": "detections"}}))
+    out = tmp_path / "lifter"
+    assert p3d(["-q", "train-lifter", "--mocap", str(npz), "--studio", str(studio), "--out", str(out),
+                "--params", str(params), "--stride", "2", "--threads", "1"]) == 0
+    assert "temporal lifter; test subjects S9 (GT 2D): P1" in capsys.readouterr().out
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["params"]["input_2d"] == "gt" and cfg["params"]["train_stride"] == 2
+    assert cfg["model_kwargs"]["channels"] == 16
+    model = load_temporal(out)
+    y = model(torch.zeros(1, 9, 17, 2))
+    assert y.shape == (1, 9, 17, 3)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.pt"]
+
+
+def test_train_lifter_bad_npz_names_the_key_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, positions=np.zeros((4, 17, 3), np.float32))
+    out = tmp_path / "lifter"
+    assert p3d(["train-lifter", "--mocap", str(bad), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "p3d train-lifter: error:" in err and "bad.npz: missing array(s) ['clip_id'" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]

@@ -26,7 +26,8 @@ ARGS = {"--mocap": dict(required=True),
         "--metrics-dir": dict(output=True, required=True, help="one headline JSON per method"),
         "--plots-dir": dict(output=True, required=True),
         "--figures-dir": dict(output=True, required=True),
-        "--report": dict(output=True, required=True)}
+        "--report": dict(output=True, required=True),
+        "--video": dict(output=True, default=None, help="3D skeleton video (mp4) of evaluate.video_sequence")}
 
 
 def main(argv=None) -> int:

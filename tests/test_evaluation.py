@@ -214,13 +214,15 @@ def studio(tmp_path, gt):
 
 def test_run_evaluation_writes_everything(tmp_path, studio):
     from pose3d.tasks.evaluate import FIGURES, run_evaluation
+    from pose3d.tasks.evaluate.report import skeleton_video
 
     out = tmp_path / "reports"
     res = run_evaluation(mocap=studio["mocap"], cameras=studio["cameras"], predictions=studio["predictions"],
                          detections=studio["detections"], videos_dir=studio["dir"] / "videos",
                          curves=studio["curves"], stage_metrics=studio["stage_metrics"],
                          metrics_dir=out / "metrics", plots_dir=out / "plots",
-                         figures_dir=out / "figures", report=out / "report.md", gif_frames=3, gif_dpi=30)
+                         figures_dir=out / "figures", report=out / "report.md", gif_frames=3, gif_dpi=30,
+                         video=out / "figures" / "skeleton.mp4", video_method="martinez")
     assert sorted(p.name for p in (out / "metrics").iterdir()) == ["martinez.json", "triangulate_ransac.json"]
     m = {n: json.loads((out / "metrics" / f"{n}.json").read_text()) for n in ("martinez", "triangulate_ransac")}
     # one headline file per method: these keys, in this order, nothing else (no per-action, no counts)
@@ -232,6 +234,18 @@ def test_run_evaluation_writes_everything(tmp_path, studio):
     for name in FIGURES.values():
         assert (out / "figures" / name).stat().st_size > 500, name
     assert len(pd.read_csv(out / "plots" / "per_joint.csv")) == 2 * J
+    # the skeleton video: every frame of the animation's sequence, input beside the 3D
+    from pose3d.data.video import video_info
+    gt = GroundTruth.load(studio["mocap"], studio["cameras"])
+    subject, action = display_sequence(res["results"], gt)[:2]
+    info = video_info(out / "figures" / "skeleton.mp4")
+    assert info.num_frames == len(gt.sequence(subject, action).positions_world)
+    assert info.width == 2 * info.height
+    with pytest.raises(DataError, match="video_method = 'hg3d'"):
+        skeleton_video(res["results"], gt, None, None, "S9", "walk", "c0", "hg3d", out / "x.mp4")
+    with pytest.raises(DataError, match="no camera 'c9'"):
+        skeleton_video(res["results"], gt, None, None, "S9", "walk", "c9", "martinez", out / "x.mp4")
+    assert not (out / "x.mp4").exists()
     md = (out / "report.md").read_text()
     assert "figures/evaluate_skeletons.gif" in md and "val_mpjpe_mm" in md
     assert res["flat"]["martinez.mpjpe_mm"] == pytest.approx(0.0, abs=1e-3)

@@ -514,6 +514,11 @@ class Evaluate:
     gif_step: int = 1
     gif_fps: float = 10.0
     gif_dpi: int = 70
+    #: the 3D skeleton video (mp4: the camera's frames with the 2D detections beside one method's
+    #: 3D): which sequence as "<subject>/<action>/<camera>" ("" = the animation's sequence and
+    #: camera) and which method's 3D
+    video_sequence: str = ""
+    video_method: str = "temporal"
 
     def validate(self, p):
 
@@ -522,6 +527,8 @@ class Evaluate:
         require(self.auc_steps >= 2, f"{p}.auc_steps", self.auc_steps, "must be >= 2")
         for k in ("gif_frames", "gif_step", "gif_dpi"):
             require(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be >= 1")
+        require(self.video_sequence == "" or self.video_sequence.count("/") == 2, f"{p}.video_sequence",
+                self.video_sequence, 'must be "" or "<subject>/<action>/<camera>"')
         bad = [n for n in self.joint_subset if n not in JOINT_NAMES]
         require(not bad, f"{p}.joint_subset", list(self.joint_subset), f"unknown joint names {bad}")
         require(self.subset_name.isidentifier(), f"{p}.subset_name", self.subset_name,

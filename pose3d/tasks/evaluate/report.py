@@ -250,6 +250,55 @@ def detection_frame(detections: str | Path, subject: str, action: str, camera: s
     return keys.iloc[i].to_dict(), det.keypoints[i], det.scores[i]
 
 
+def skeleton_video(results: Seq[MethodResult], gt: GroundTruth, detections: str | Path | None,
+                   videos_dir: str | Path | None, subject: str, action: str, camera: str, method: str,
+                   out: str | Path) -> Path:
+    """The 3D skeleton video of one sequence seen by one camera (mp4, every frame of it): the
+    camera's frames with the 2D detections (the ground truth's projection without a detections
+    file) beside ``method``'s 3D in the world frame, drawn by the footage route's
+    :func:`pose3d.tasks.footage.render.render_video`. Missing video: black frames."""
+    from pose3d.tasks.footage.render import render_video
+    from pose3d.viz import up_axis
+
+    by = {r.method: r for r in results}
+    if method not in by:
+        raise DataError(f"evaluate.video_method = {method!r}: no such predictions (have: {', '.join(by)})")
+    seq = gt.sequence(subject, action)
+    cam = gt.cameras.get(subject, {}).get(camera)
+    if cam is None:
+        raise DataError(f"evaluate.video_sequence: {subject} has no camera {camera!r} "
+                        f"(have: {', '.join(gt.cameras.get(subject, {}))})")
+    T = len(seq.positions_world)
+    r = by[method]
+    f = r.frames
+    sel = (f["subject"] == subject) & (f["action"] == action) & f["valid"]
+    if r.coord_frame == "camera":
+        sel &= f["camera"] == camera
+    rows = f.loc[sel]
+    if rows.empty:
+        raise DataError(f"evaluate.video_sequence: {method} has no valid frame of {subject}/{action}/{camera}")
+    world = np.full((T, NUM_JOINTS, 3), np.nan)
+    world[rows["frame"].to_numpy()] = r.aligned_world[rows.index.to_numpy()]
+    pts, scores = np.full((T, NUM_JOINTS, 2), np.nan), np.zeros((T, NUM_JOINTS))
+    if detections is not None:
+        det = read_detections(detections)
+        k = det.keys
+        m = ((k["subject"] == subject) & (k["action"] == action) & (k["camera"] == camera)).to_numpy()
+        pts[k.loc[m, "frame"].to_numpy()] = det.keypoints[m]
+        scores[k.loc[m, "frame"].to_numpy()] = det.scores[m]
+    else:
+        pts, scores = gt.view(seq, camera).pixels.astype(np.float64), np.ones((T, NUM_JOINTS))
+    up = up_axis(seq.positions_world)
+    y_up = world if up == 1 else np.stack([world[..., 0], world[..., 2], -world[..., 1]], -1)
+    video = video_path(videos_dir, subject, action, cam.name or camera) if videos_dir is not None else None
+    if video is not None and not video.exists():
+        log.warning("%s: not found; the video's left panel is black", video)
+        video = None
+    return render_video(out, [video] if video else None, pts[None], scores[None], y_up, fps=float(seq.fps),
+                        image_size=[(cam.width, cam.height)], title=f"{subject}/{action} {camera}: {method}",
+                        progress=False)
+
+
 def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[str | Path],
                    detections: str | Path | None, videos_dir: str | Path | None,
                    curves: Seq[str | Path], stage_metrics: Seq[str | Path], metrics_dir: str | Path,
@@ -257,11 +306,14 @@ def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[s
                    split: str = "test", pck_threshold: float = 0.150, auc_max: float = 0.150,
                    auc_steps: int = 31, joint_subset: Seq[str] = (), subset_name: str = "subset",
                    gif_frames: int = 30, gif_step: int = 2, gif_fps: float = 10.0, gif_dpi: int = 50,
+                   video: str | Path | None = None, video_sequence: str = "", video_method: str = "temporal",
                    device: str | torch.device = "cpu") -> dict:
     """Evaluate every predictions file and write metrics (``metrics_dir/<method>.json``, the
     headline numbers of each method), plot tables, figures and the report.
 
-    Every input is read (and validated) before anything is written. Returns {"results",
+    ``video``: also write the 3D skeleton video (:func:`skeleton_video`) of ``video_sequence``
+    ("<subject>/<action>/<camera>"; "" = the animation's sequence and camera) with
+    ``video_method``'s 3D. Every input is read (and validated) before anything is written. Returns {"results",
     "metrics", "figures" (name -> path), "flat" (every number, for MLflow)}.
     """
     from pose3d import viz  # matplotlib only when pictures are drawn
@@ -289,6 +341,10 @@ def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[s
     _detections_figure(viz, gt, detections, videos_dir, subj, act, cam, int(frames[len(frames) // 2]),
                        figs["detections"])
     viz.plot_curves(list(curves), figs["curves"])
+    if video is not None:
+        vs = video_sequence.split("/") if video_sequence else [subj, act, cam or next(iter(gt.cameras[subj]))]
+        skeleton_video(results, gt, detections, videos_dir, *vs, video_method, video)
+        figs["video"] = Path(video)
 
     with_atomic_csv(pa, plots_dir / "per_action.csv")
     with_atomic_csv(pj, plots_dir / "per_joint.csv")
@@ -363,7 +419,8 @@ def run_stage(s, paths, tracker) -> str:
         report=paths.report, split=p.split, pck_threshold=p.pck_threshold_mm / 1000,
         auc_max=p.auc_max_mm / 1000, auc_steps=p.auc_steps, joint_subset=p.joint_subset,
         subset_name=p.subset_name, gif_frames=p.gif_frames, gif_step=p.gif_step, gif_fps=p.gif_fps,
-        gif_dpi=p.gif_dpi, device=s.device)
+        gif_dpi=p.gif_dpi, video=paths.video, video_sequence=p.video_sequence, video_method=p.video_method,
+        device=s.device)
     tracker.log_metrics({**out["flat"], "seconds": time.perf_counter() - t0})
     for path in [*out["figures"].values(), paths.report, *(f"{paths.metrics_dir}/{m}.json" for m in out["metrics"]),
                  f"{paths.plots_dir}/per_action.csv", f"{paths.plots_dir}/per_joint.csv"]:

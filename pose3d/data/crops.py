@@ -346,6 +346,26 @@ def read_crop_index(path: str | os.PathLike) -> CropIndex:
                      column_points(table, "gt_2d", (J, 2)), meta)
 
 
+def _open_crops(path: Path) -> h5py.File:
+    """crops.h5 opened for reading; a missing, unreadable or crop-less file is a DataError."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path}: not a readable HDF5 file ({e})") from None
+    if "crops" not in f:
+        f.close()
+        raise DataError(f"{path}: no dataset 'crops'")
+    return f
+
+
+def _check_rows(path: Path, rows: np.ndarray, n: int) -> None:
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        bad = rows[(rows < 0) | (rows >= n)][0]
+        raise DataError(f"{path}: row {bad} out of range (N = {n})")
+
+
 def _read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     """``ds[rows]`` for any integer rows (any order, repeats allowed): each run of consecutive
     distinct rows is one slice read, in file order. With one crop per chunk (what
@@ -375,25 +395,14 @@ class CropStore:
         ds = self._open()["crops"]
         n, self.stored_size = ds.shape[0], int(ds.shape[1])
         self.rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64).reshape(-1)
-        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= n):
-            bad = self.rows[(self.rows < 0) | (self.rows >= n)][0]
-            raise DataError(f"{self.path}: row {bad} out of range (N = {n})")
+        _check_rows(self.path, self.rows, n)
         self.size = self.stored_size if size is None else int(size)
 
     def _open(self) -> h5py.File:
         if getattr(self, "_file", None) is not None and self._pid == os.getpid():
             return self._file
-        if not self.path.exists():
-            raise DataError(f"{self.path}: file not found")
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as e:
-            raise DataError(f"{self.path}: not a readable HDF5 file ({e})") from None
-        if "crops" not in f:
-            f.close()
-            raise DataError(f"{self.path}: no dataset 'crops'")
-        self._file, self._pid = f, os.getpid()
-        return f
+        self._file, self._pid = _open_crops(self.path), os.getpid()
+        return self._file
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in ("_file", "_pid")}
@@ -441,22 +450,14 @@ def read_crops(h5_path: str | os.PathLike, rows: np.ndarray | None = None, block
     """Crops (n, S, S, 3) uint8 at h5 rows ``rows`` (any order; None = all), read block-wise
     (row-wise from a file of one crop per chunk, where whole blocks would decode every chunk)."""
     path = Path(h5_path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DataError(f"{path}: not a readable HDF5 file ({e})") from None
+    f = _open_crops(path)
     try:
         with f:
-            if "crops" not in f:
-                raise DataError(f"{path}: no dataset 'crops'")
             ds = f["crops"]
             if rows is None:
                 return ds[()]
             rows = np.asarray(rows, np.int64)
-            if len(rows) and (rows.min() < 0 or rows.max() >= ds.shape[0]):
-                raise DataError(f"{path}: row {rows.max()} out of range (N = {ds.shape[0]})")
+            _check_rows(path, rows, ds.shape[0])
             if ds.chunks is not None and ds.chunks[0] == 1:
                 return _read_rows(ds, rows)
             out = np.empty((len(rows),) + ds.shape[1:], np.uint8)
@@ -476,12 +477,9 @@ def read_crops(h5_path: str | os.PathLike, rows: np.ndarray | None = None, block
 def iter_crop_blocks(h5_path: str | os.PathLike, block: int = 256):
     """Yield ``(start, crops (n, S, S, 3) uint8)`` over the whole file, in order (streaming)."""
     path = Path(h5_path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
+    f = _open_crops(path)
     try:
-        with h5py.File(path, "r") as f:
-            if "crops" not in f:
-                raise DataError(f"{path}: no dataset 'crops'")
+        with f:
             ds = f["crops"]
             for start in range(0, ds.shape[0], block):
                 yield start, ds[start:start + block]

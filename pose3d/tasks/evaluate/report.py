@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pose3d.data.contracts import read_detections
+from pose3d.data.contracts import Detections, read_detections
 from pose3d.data.io import DataError, atomic_path, video_path, write_json
 from pose3d.data.views import GroundTruth
 from pose3d.skeleton import JOINT_NAMES, NUM_JOINTS
@@ -233,16 +233,15 @@ def load_stage_metrics(paths: Seq[str | Path]) -> dict[str, dict]:
     return out
 
 
-def detection_frame(detections: str | Path, subject: str, action: str, camera: str, frame: int
+def detection_frame(det: Detections, subject: str, action: str, camera: str, frame: int
                     ) -> tuple[dict, np.ndarray, np.ndarray]:
     """The detections row nearest to (subject, action, camera, frame) -> (key, kp (J,2), scores (J,)).
 
     Falls back to the same sequence on any camera, then to the first row of the file.
     """
-    det = read_detections(detections)
     keys = det.keys
     if len(keys) == 0:
-        raise DataError(f"{detections}: no rows")
+        raise DataError(f"{det.path}: no rows")
     same = (keys["subject"] == subject) & (keys["action"] == action)
     pick = same & (keys["camera"] == camera) if camera else same
     cand = keys[pick] if pick.any() else (keys[same] if same.any() else keys)
@@ -250,7 +249,7 @@ def detection_frame(detections: str | Path, subject: str, action: str, camera: s
     return keys.iloc[i].to_dict(), det.keypoints[i], det.scores[i]
 
 
-def skeleton_video(results: Seq[MethodResult], gt: GroundTruth, detections: str | Path | None,
+def skeleton_video(results: Seq[MethodResult], gt: GroundTruth, det: Detections | None,
                    videos_dir: str | Path | None, subject: str, action: str, camera: str, method: str,
                    out: str | Path) -> Path:
     """The 3D skeleton video of one sequence seen by one camera (mp4, every frame of it): the
@@ -280,12 +279,10 @@ def skeleton_video(results: Seq[MethodResult], gt: GroundTruth, detections: str 
     world = np.full((T, NUM_JOINTS, 3), np.nan)
     world[rows["frame"].to_numpy()] = r.aligned_world[rows.index.to_numpy()]
     pts, scores = np.full((T, NUM_JOINTS, 2), np.nan), np.zeros((T, NUM_JOINTS))
-    if detections is not None:
-        det = read_detections(detections)
-        k = det.keys
-        m = ((k["subject"] == subject) & (k["action"] == action) & (k["camera"] == camera)).to_numpy()
-        pts[k.loc[m, "frame"].to_numpy()] = det.keypoints[m]
-        scores[k.loc[m, "frame"].to_numpy()] = det.scores[m]
+    if det is not None:
+        rows = det.sequences().get((subject, action, camera), np.zeros(0, np.int64))
+        frames = det.keys["frame"].to_numpy()[rows]
+        pts[frames], scores[frames] = det.keypoints[rows], det.scores[rows]
     else:
         pts, scores = gt.view(seq, camera).pixels.astype(np.float64), np.ones((T, NUM_JOINTS))
     up = up_axis(seq.positions_world)
@@ -319,6 +316,7 @@ def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[s
     from pose3d import viz  # matplotlib only when pictures are drawn
 
     gt = GroundTruth.load(mocap, cameras)
+    det = read_detections(detections) if detections is not None else None
     results = evaluate_files(predictions, gt, split=split, pck_threshold=pck_threshold,
                              auc_max=auc_max, auc_steps=auc_steps, joint_subset=joint_subset,
                              subset_name=subset_name, device=device)
@@ -338,12 +336,12 @@ def run_evaluation(*, mocap: str | Path, cameras: str | Path, predictions: Seq[s
     subj, act, cam, frames, gt_w, poses = display_sequence(results, gt, gif_frames, gif_step)
     viz.animate_skeletons(gt_w, poses, figs["skeletons"], fps=gif_fps, dpi=gif_dpi,
                           title=f"{subj}/{act}", frame_labels=frames)
-    _detections_figure(viz, gt, detections, videos_dir, subj, act, cam, int(frames[len(frames) // 2]),
+    _detections_figure(viz, gt, det, videos_dir, subj, act, cam, int(frames[len(frames) // 2]),
                        figs["detections"])
     viz.plot_curves(list(curves), figs["curves"])
     if video is not None:
         vs = video_sequence.split("/") if video_sequence else [subj, act, cam or next(iter(gt.cameras[subj]))]
-        skeleton_video(results, gt, detections, videos_dir, *vs, video_method, video)
+        skeleton_video(results, gt, det, videos_dir, *vs, video_method, video)
         figs["video"] = Path(video)
 
     with_atomic_csv(pa, plots_dir / "per_action.csv")
@@ -374,7 +372,7 @@ def with_atomic_csv(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(tmp, index=False, float_format="%.4f")
 
 
-def _detections_figure(viz, gt: GroundTruth, detections, videos_dir, subject: str, action: str,
+def _detections_figure(viz, gt: GroundTruth, det: Detections | None, videos_dir, subject: str, action: str,
                        camera: str, frame: int, out: Path) -> None:
     """2D detections (and projected ground truth) on the matching video frame.
 
@@ -382,8 +380,8 @@ def _detections_figure(viz, gt: GroundTruth, detections, videos_dir, subject: st
     video, a grey canvas of the camera's size is used. Either case is written on the picture.
     """
     note = []
-    if detections is not None:
-        key, kp, scores = detection_frame(detections, subject, action, camera, frame)
+    if det is not None:
+        key, kp, scores = detection_frame(det, subject, action, camera, frame)
         subject, action, camera, frame = key["subject"], key["action"], key["camera"], int(key["frame"])
     else:
         kp, scores = None, None

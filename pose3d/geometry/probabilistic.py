@@ -15,7 +15,14 @@ magnitudes come in closed form: with ``|t_a| = 1`` for an anchor camera a, the k
 triangulated from (r, a), and every other ``s_v`` minimises ``sum |[x_v]_x (R_v X + s_v d_v)|^2``
 (the cross-product form of H&Z 12.2), then all views are triangulated together and the scales
 re-solved once. The distribution starts around the epipolar geometry of each pair (r, v)
-(normalised 8-point algorithm, H&Z 11.2 + 9.6 decomposition with the cheirality test).
+(normalised 8-point algorithm, H&Z 11.2 + 9.6 decomposition with the cheirality test; the
+coordinates conditioned as H&Z 11.2 prescribes: K-normalised coordinates alone left the start
+11-21 degrees off on the studio's detections, conditioned 1.5-3.8).
+
+The cross-entropy search stops near, not at, the optimum on real detections (studio test
+subjects: 2.6 degrees mean rotation error); :func:`refine_cameras` then polishes the mean
+(Levenberg-Marquardt on the robust reprojection error with the points eliminated), which the
+paper's sampling leaves to more iterations: 0.18 degrees on the same detections.
 
 The global scale is not observable from images; it comes from a prior on the subject's
 stature (:func:`stature`): the output is rescaled so that the median stature over the window
@@ -78,25 +85,39 @@ def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.cross(*torch.broadcast_tensors(a, b), dim=-1)
 
 
-def relative_pose_8point(x_ref: torch.Tensor, x_v: torch.Tensor, w: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Relative pose from normalised correspondences, batched over cameras.
+def _essential_linear(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Weighted linear 8-point on ``b^T E a = 0`` with Hartley's conditioning (H&Z 11.2: each
+    image's points translated to their weighted centroid and scaled to mean distance sqrt(2)),
+    batched: a, b (*, N, 2) normalised coords, w (*, N) weights. Returns E (*, 3, 3) in the
+    normalised coordinates of a and b, singular values set to (1, 1, 0) (H&Z 11.3)."""
+    ws = w.sum(-1, keepdim=True).clamp_min(1e-12)
 
-    Args:
-        x_ref, x_v: (V, N, 2) normalised coords in the reference / other camera (zeros where
-            missing); w (V, N) weights (0 = missing).
-    Returns:
-        R (V, 3, 3), unit t (V, 3) with ``x_v ~ R x_ref + t``.
+    def conditioner(p):
+        c = (w.unsqueeze(-1) * p).sum(-2) / ws  # (*, 2)
+        r = (w * (p - c.unsqueeze(-2)).norm(dim=-1)).sum(-1, keepdim=True) / ws  # (*, 1)
+        k = (2 ** 0.5) / r.clamp_min(1e-12)
+        T = torch.zeros(*p.shape[:-2], 3, 3, dtype=p.dtype, device=p.device)
+        T[..., 0, 0] = T[..., 1, 1] = k[..., 0]
+        T[..., :2, 2] = -k * c
+        T[..., 2, 2] = 1
+        return T, (p - c.unsqueeze(-2)) * k.unsqueeze(-1)
 
-    Linear 8-point on ``x_v^T E x_ref = 0`` (H&Z 11.2; coordinates are already normalised by
-    K), the singular values of E set to (1, 1, 0) (H&Z 11.3), the four ``(R, t)`` of H&Z 9.6.2
-    scored by how many points triangulate in front of both cameras (cheirality).
-    """
-    V, N = w.shape
-    a = torch.cat([x_ref, torch.ones_like(x_ref[..., :1])], -1)  # (V, N, 3)
-    b = torch.cat([x_v, torch.ones_like(x_v[..., :1])], -1)
-    rows = (b.unsqueeze(-1) * a.unsqueeze(-2)).reshape(V, N, 9) * w.unsqueeze(-1)  # b^T E a = 0
-    E = torch.linalg.eigh(rows.transpose(-1, -2) @ rows)[1][..., 0].reshape(V, 3, 3)
+    Ta, an = conditioner(a)
+    Tb, bn = conditioner(b)
+    ah = torch.cat([an, torch.ones_like(an[..., :1])], -1)
+    bh = torch.cat([bn, torch.ones_like(bn[..., :1])], -1)
+    rows = (bh.unsqueeze(-1) * ah.unsqueeze(-2)).flatten(-2) * w.unsqueeze(-1)  # (*, N, 9)
+    En = torch.linalg.eigh(rows.transpose(-1, -2) @ rows)[1][..., 0].reshape(*w.shape[:-1], 3, 3)
+    E = Tb.transpose(-1, -2) @ En @ Ta
+    U, _, Vh = torch.linalg.svd(E)
+    return U @ torch.diag_embed(torch.tensor([1.0, 1.0, 0.0], dtype=E.dtype, device=E.device)) @ Vh
+
+
+def _decompose(E: torch.Tensor, x_ref: torch.Tensor, x_v: torch.Tensor, w: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (R, t) of E (V, 3, 3) that puts most weighted points in front of both cameras
+    (H&Z 9.6.2 and the cheirality test)."""
+    V = E.shape[0]
     U, _, Vh = torch.linalg.svd(E)
     U = U * torch.sign(torch.linalg.det(U))[..., None, None]
     Vh = Vh * torch.sign(torch.linalg.det(Vh))[..., None, None]
@@ -110,10 +131,99 @@ def relative_pose_8point(x_ref: torch.Tensor, x_v: torch.Tensor, w: torch.Tensor
     ww = torch.stack([w, w], 1).unsqueeze(1)  # (V, 1, 2, N)
     X = triangulate_dlt(pts, P, ww)  # (V, 4, N, 3)
     z2 = (X @ Rs.transpose(-1, -2) + ts.unsqueeze(-2))[..., 2]
-    front = ((X[..., 2] > 0) & (z2 > 0) & (w.unsqueeze(1) > 0)).sum(-1)  # (V, 4)
+    front = (((X[..., 2] > 0) & (z2 > 0)).to(w.dtype) * w.unsqueeze(1)).sum(-1)  # (V, 4)
     best = front.argmax(-1)
     idx = torch.arange(V, device=E.device)
     return Rs[idx, best], ts[idx, best]
+
+
+def relative_pose_8point(x_ref: torch.Tensor, x_v: torch.Tensor, w: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relative pose from normalised correspondences, batched over cameras.
+
+    Args:
+        x_ref, x_v: (V, N, 2) normalised coords in the reference / other camera (zeros where
+            missing); w (V, N) weights (0 = missing).
+    Returns:
+        R (V, 3, 3), unit t (V, 3) with ``x_v ~ R x_ref + t``.
+
+    Linear 8-point on ``x_v^T E x_ref = 0`` (H&Z 11.2, conditioned), the singular values of E
+    set to (1, 1, 0) (H&Z 11.3), the four ``(R, t)`` of H&Z 9.6.2 scored by how many points
+    triangulate in front of both cameras (cheirality).
+    """
+    return _decompose(_essential_linear(x_ref, x_v, w), x_ref, x_v, w)
+
+
+def refine_cameras(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                   ref: int, anchor: int, *, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local refinement of the relative poses, robust to detection outliers: Levenberg-Marquardt
+    (H&Z A6.2) on the reprojection error in pixels with the points eliminated (variable
+    projection: each evaluation re-triangulates every keypoint by weighted DLT with the
+    candidate cameras), inside iteratively reweighted least squares with Cauchy weights
+    ``w / (1 + (e / c)^2)``, ``c = 2.385 * 1.4826 * median(e)`` re-estimated each round; the
+    robust weights also weight the DLT, so an outlying view does not move its point.
+
+    The unknowns are, for every camera but ``ref``, an axis-angle increment on ``R_v`` and
+    ``t_v`` (``|t_anchor|`` held at its start value: the gauge); the Jacobian by forward
+    differences (one batched triangulation for all 6 (V - 1) parameters).
+
+    x (F, V, J, 2) normalised coords, w (F, V, J) weights (0 = missing), f (V,) focal px,
+    R (V, 3, 3), t (V, 3) the start (``x_v = R_v x_ref + t_v``). Returns refined (R, t).
+    """
+    F_, V, J, _ = x.shape
+    dt, dev = x.dtype, x.device
+    others = [v for v in range(V) if v != ref]
+    n = 6 * len(others)
+    xf = x * f[:, None, None]
+    t_norm = t[anchor].norm()
+
+    def cameras(theta):  # theta (B, n) -> R (B, V, 3, 3), t (B, V, 3)
+        B = theta.shape[0]
+        th = theta.reshape(B, len(others), 6)
+        Rb, tb = R.repeat(B, 1, 1, 1), t.repeat(B, 1, 1)
+        Rb[:, others] = axis_angle_to_matrix(th[..., :3]) @ R[others]
+        tb[:, others] = t[others] + th[..., 3:]
+        tb[:, anchor] = tb[:, anchor] * (t_norm / tb[:, anchor].norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        return Rb, tb
+
+    def residuals(theta, wd):  # (B, F, V, J, 2) px, unweighted
+        Rb, tb = cameras(theta)
+        Fm = torch.diag_embed(torch.stack([f, f, torch.ones_like(f)], -1))
+        P = Fm @ torch.cat([Rb, tb.unsqueeze(-1)], -1)  # (B, V, 3, 4)
+        X = triangulate_dlt(xf.unsqueeze(0), P.unsqueeze(1), wd.unsqueeze(0))  # (B, F, J, 3)
+        xc = torch.einsum("bvac,bfjc->bfvja", Rb, torch.nan_to_num(X)) + tb[:, None, :, None, :]
+        z = xc[..., 2:3]
+        proj = xc[..., :2] / torch.where(z > 1e-6, z, torch.full_like(z, 1e-6))
+        return (proj - x.unsqueeze(0)) * f[None, None, :, None, None]
+
+    theta = torch.zeros(1, n, dtype=dt, device=dev)
+    valid = w > 0
+    wr = w.clone()
+    lam, h = 1e-3, 1e-7
+    for _ in range(iters):
+        r = residuals(theta, wr)[0]
+        e = r.norm(dim=-1)
+        c = float(2.385 * 1.4826 * e[valid].median().clamp_min(1e-6))
+        wr = torch.where(valid, w / (1 + (e / c) ** 2), torch.zeros_like(w))
+        sw = wr.sqrt().unsqueeze(-1)
+        r0 = (residuals(theta, wr)[0] * sw).flatten()
+        steps = theta + h * torch.eye(n, dtype=dt, device=dev)
+        Jm = ((residuals(steps, wr) * sw).reshape(n, -1) - r0) / h  # (n, N)
+        A, g = Jm @ Jm.T, Jm @ r0
+        cost0 = float(r0 @ r0)
+        for _ in range(10):  # LM: raise the damping until the weighted cost falls
+            delta = torch.linalg.solve(A + lam * torch.diag(A.diagonal().clamp_min(1e-12)), -g)
+            r1 = (residuals(theta + delta, wr)[0] * sw).flatten()
+            if float(r1 @ r1) < cost0:
+                theta, lam = theta + delta, max(lam / 10, 1e-9)
+                break
+            lam *= 10
+        else:
+            break
+        if cost0 - float(r1 @ r1) < 1e-7 * cost0:  # converged
+            break
+    Rb, tb = cameras(theta)
+    return Rb[0], tb[0]
 
 
 @dataclass(frozen=True)
@@ -195,7 +305,8 @@ def probabilistic_triangulate(points_px: torch.Tensor, K: torch.Tensor, dist: to
                               init_sigma_deg: float = 10.0, smoothing: float = 0.7,
                               tol_deg: float = 0.05, score_frames: int = 8,
                               robust_px: float = 30.0, stature_m: float = 1.7,
-                              refine: bool = False, seed: int = 0) -> ProbabilisticResult:
+                              refine: bool = False,
+                              refine_cameras_iters: int = 30, seed: int = 0) -> ProbabilisticResult:
     """Cameras' relative poses and 3D keypoints from 2D keypoints of a static rig, no extrinsics.
 
     Args:
@@ -212,6 +323,8 @@ def probabilistic_triangulate(points_px: torch.Tensor, K: torch.Tensor, dist: to
         robust_px: reprojection errors are truncated here (outliers, wrong samples).
         stature_m: prior stature (see :func:`stature`) that sets the metric scale.
         refine: Levenberg-Marquardt refinement of the final triangulation.
+        refine_cameras_iters: at most this many robust Levenberg-Marquardt rounds on the
+            cameras after the search (:func:`refine_cameras`); 0 = the search's mean as it is.
 
     Returns:
         :class:`ProbabilisticResult` in the reference camera's frame.
@@ -305,6 +418,10 @@ def probabilistic_triangulate(points_px: torch.Tensor, K: torch.Tensor, dist: to
 
     cost, t = _score(x, w, f, R_mean.unsqueeze(0), d_mean.unsqueeze(0), reference, anchor, robust_px)
     t = t[0]
+    if refine_cameras_iters > 0:
+        R_mean, t = refine_cameras(x, w, f, R_mean, t, reference, anchor, iters=refine_cameras_iters)
+        d_mean = t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        cost, _ = _score(x, w, f, R_mean.unsqueeze(0), d_mean.unsqueeze(0), reference, anchor, robust_px)
     cams = {"K": K, "dist": dist, "R": R_mean, "t": t}
     X = triangulate(points_px, cams, scores, score_threshold=score_threshold,
                     refine=refine).points_3d  # (T, J, 3), reference frame, |t_anchor| units

@@ -14,6 +14,8 @@ ARGS = {"--method": dict(required=True, choices=triangulate.METHODS),
         "--mocap": dict(required=True),
         "--cameras": dict(required=True),
         "--detections": dict(default=None, help="read when triangulate.input = detections"),
+        "--lifter-predictions": dict(default=None, help="a lifter's predictions (Parquet): the probabilistic "
+                                     "route's scale when triangulate.stature_from = lifter"),
         "--out": dict(output=True, required=True),
         "--metrics": dict(output=True, required=True),
         "--timings": dict(output=True, required=True, help="wall-clock figures (not DVC metrics)")}

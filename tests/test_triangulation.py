@@ -290,7 +290,7 @@ def test_stage_end_to_end(tmp_path, method):
 
     _tiny_studio(tmp_path)
     params = {"base": {"seed": 0, "device": "cpu", "mlflow": False},
-              "triangulate": {"input": "detections", "prob_iters": 15}}
+              "triangulate": {"input": "detections", "prob_iters": 15, "stature_from": "train"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out, met = tmp_path / "pred.parquet", tmp_path / "m.json"
     cmd = [sys.executable, "stages/triangulate.py", "--method", method, "--mocap", str(tmp_path / "mocap.h5"),
@@ -304,7 +304,7 @@ def test_stage_end_to_end(tmp_path, method):
     if method == "probabilistic":
         assert meta["coord_frame"] == "reference_camera" and meta["reference_camera"] == "cam0"
         assert m["smoothed_pa_mpjpe_mm"] < 30 and m["rotation_error_deg"] < 5
-        assert list(m) == ["smoothed_pa_mpjpe_mm", "rotation_error_deg", "rotation_error_max_deg",
+        assert list(m) == ["root_relative_mpjpe_mm", "smoothed_pa_mpjpe_mm", "rotation_error_deg", "rotation_error_max_deg",
                            "translation_direction_error_deg", "scale_error_pct"]
     else:
         assert meta["coord_frame"] == "world"

@@ -202,3 +202,35 @@ def test_smooth_sequences_filters_each_sequence_on_its_own():
     out = smooth_sequences(pred, ["S9"] * 60, ["Walking"] * 30 + ["Sitting"] * 30,
                            {("S9", "Walking"): 10.0, ("S9", "Sitting"): 10.0}, 3.0, 2)
     assert (out - pred).abs().max() < 1e-12  # filtered across the seam it would ring there
+
+
+def test_probabilistic_scale_from_the_lifters_predictions(tmp_path):
+    """stature_from = lifter: each subject's metric scale is its median stature in a lifter's
+    predictions (here the ground truth x 1.1: the output's stature and scale error follow)."""
+    from pose3d.data.contracts import read_predictions, write_predictions
+    from pose3d.data.io import DataError, read_mocap
+    from pose3d.geometry.probabilistic import stature
+    from pose3d.runtime.params import Triangulate
+    from pose3d.tasks.triangulate import lifter_statures, run
+
+    mocap, cams, det = _tiny_studio(tmp_path)
+    X = read_mocap(mocap, split="test")[0].positions_world.astype(np.float64)  # S9, 40 frames
+    rel = 1.1 * (X - X[:, :1])
+    keys = {"subject": ["S9"] * 40, "action": ["Walking"] * 40, "camera": ["c0"] * 40, "frame": np.arange(40)}
+    write_predictions(tmp_path / "lifter.parquet", keys, rel, method="temporal", coord_frame="camera",
+                      root_relative=True)
+    h_true = float(stature(torch.as_tensor(X)).median())
+    assert lifter_statures(str(tmp_path / "lifter.parquet"), ["S9"]) == {"S9": pytest.approx(1.1 * h_true, rel=1e-6)}
+    p = Triangulate(input="detections", stature_from="lifter", prob_samples=8, prob_iters=4, prob_score_frames=4)
+    m = run("probabilistic", mocap, cams, det, str(tmp_path / "p.parquet"), str(tmp_path / "m.json"),
+            str(tmp_path / "t.json"), p, torch.device("cpu"), lifter_predictions=str(tmp_path / "lifter.parquet"))
+    assert m["scale_error_pct"] == pytest.approx(10.0, abs=1e-4)
+    assert m["stature_prior_m"] == pytest.approx(1.1 * h_true, rel=1e-6)
+    out = read_predictions(tmp_path / "p.parquet").joints
+    assert float(stature(torch.as_tensor(out, dtype=torch.float64)).median()) == pytest.approx(1.1 * h_true, rel=1e-5)
+    with pytest.raises(DataError, match="--lifter-predictions"):
+        run("probabilistic", mocap, cams, det, str(tmp_path / "q.parquet"), str(tmp_path / "n.json"),
+            str(tmp_path / "u.json"), p, torch.device("cpu"))
+    with pytest.raises(DataError, match=r"lifter.parquet: no predictions for subject S11"):
+        lifter_statures(str(tmp_path / "lifter.parquet"), ["S9", "S11"])
+    assert not (tmp_path / "q.parquet").exists()

@@ -662,7 +662,11 @@ class Triangulate:
     prob_tol_deg: float = 0.05
     prob_score_frames: int = 16       # frames of a window used to score samples
     prob_robust_px: float = 30.0
-    stature_m: float = 0.0            # stature prior (m); 0 = median of the training split
+    stature_m: float = 0.0            # stature prior (m); > 0 overrides stature_from
+    #: where the probabilistic route's metric scale comes from when stature_m is 0: the median
+    #: stature of the training split (train) or each subject's own as the monocular lifter's
+    #: predictions give it (lifter: the stage's --lifter-predictions, lift@temporal's)
+    stature_from: Literal["train", "lifter"] = "lifter"
 
     def validate(self, p):
         require(self.noise_px >= 0, f"{p}.noise_px", self.noise_px, "must be >= 0")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from pose3d.confidence import ScoreCalibration, fit_score_calibration, score_error_spearman
-from pose3d.data.contracts import read_detections, write_predictions
+from pose3d.data.contracts import read_detections, read_predictions, write_predictions
 from pose3d.data.io import DataError, read_mocap, write_metrics
 from pose3d.data.views import GroundTruth, MultiView
 from pose3d.geometry.procrustes import align_similarity
@@ -52,7 +52,7 @@ J = len(JOINT_NAMES)
 HEADLINE = {
     "world": ("abs_mpjpe_mm", "smoothed_mpjpe_mm", "smoothed_pa_mpjpe_mm", "reprojection_px",
               "ransac_threshold_px", "score_spearman_mean", "swap_rescued_joint_frac"),
-    "reference_camera": ("smoothed_pa_mpjpe_mm", "rotation_error_deg", "rotation_error_max_deg",
+    "reference_camera": ("root_relative_mpjpe_mm", "smoothed_pa_mpjpe_mm", "rotation_error_deg", "rotation_error_max_deg",
                          "translation_direction_error_deg", "scale_error_pct", "score_spearman_mean"),
 }
 
@@ -183,6 +183,25 @@ def prior_stature(mocap: str) -> float:
     return float(stature(X).median())
 
 
+def lifter_statures(path: str | None, subjects) -> dict[str, float]:
+    """Each subject's stature (:func:`pose3d.geometry.probabilistic.stature`, metres) as the
+    median over every row (frames x cameras) of a lifter's predictions: the probabilistic
+    route's metric scale from a monocular model that learned metric 3D on the training subjects
+    (``triangulate.stature_from: lifter``). A missing file or subject is a DataError naming it."""
+    if not path:
+        raise DataError("triangulate.stature_from = lifter but no --lifter-predictions file was given")
+    pr = read_predictions(path)
+    out = {}
+    for s in subjects:
+        rows = (pr.keys["subject"] == s).to_numpy()
+        h = stature(torch.as_tensor(pr.joints[rows], dtype=torch.float64))
+        h = h[torch.isfinite(h)]
+        if not h.numel():
+            raise DataError(f"{path}: no predictions for subject {s} (triangulate.stature_from = lifter)")
+        out[s] = float(h.median())
+    return out
+
+
 def _nanmean(x: torch.Tensor) -> float:
     x = x[torch.isfinite(x)]
     return float(x.mean()) if x.numel() else float("nan")
@@ -212,11 +231,13 @@ def _pose_metrics(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
 
 
 def run(method: str, mocap: str, cameras: str, detections: str | None, out: str, metrics_out: str,
-        timings_out: str, p, device: torch.device, seed: int = 0) -> dict[str, float]:
+        timings_out: str, p, device: torch.device, seed: int = 0,
+        lifter_predictions: str | None = None) -> dict[str, float]:
     """Triangulate every (test) frame with ``method``; write predictions and metrics; return them.
 
     ``p`` is the ``triangulate`` params section (its fields are read here, passed on as plain
-    arguments).
+    arguments). ``lifter_predictions``: a lifter's predictions, the probabilistic route's scale
+    when ``p.stature_from == "lifter"`` (and ``p.stature_m`` is 0).
     """
     if method not in METHODS:
         raise ValueError(f"method = {method!r}: expected one of {METHODS}")
@@ -227,7 +248,14 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
     cam_est, cam_metrics = {}, {"rotation_error_deg": [], "translation_direction_error_deg": [],
                                 "scale_error_pct": []}
     sim_err = []
-    stature_m = p.stature_m if p.stature_m > 0 else prior_stature(mocap)
+    stature_m = statures = None
+    if method == "probabilistic":
+        if p.stature_m > 0:
+            stature_m = p.stature_m
+        elif p.stature_from == "lifter":
+            statures = lifter_statures(lifter_predictions, [sv.truth.subject for sv in subjects])
+        else:
+            stature_m = prior_stature(mocap)
     n_points = 0
     t_solve = 0.0
     extra: dict[str, float] = {}
@@ -293,7 +321,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                     n_iters=p.prob_iters, elite_frac=p.prob_elite_frac,
                     init_sigma_deg=p.prob_init_sigma_deg, tol_deg=p.prob_tol_deg,
                     score_frames=p.prob_score_frames, robust_px=p.prob_robust_px,
-                    stature_m=stature_m, refine=p.refine, seed=seed + w0)
+                    stature_m=stature_m or statures[sv.truth.subject], refine=p.refine, seed=seed + w0)
                 Xw = r.points_3d.cpu()
                 Xs.append(Xw)
                 others = [v for v in range(len(sv.truth.camera_names)) if v != ref]
@@ -302,7 +330,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                 cos = torch.nn.functional.cosine_similarity(t_est[others], t_true[others], dim=-1)
                 cam_metrics["translation_direction_error_deg"] += torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).tolist()
                 scale_true = float(stature(gt[sl]).median())
-                cam_metrics["scale_error_pct"].append(100 * (stature_m / scale_true - 1))
+                cam_metrics["scale_error_pct"].append(100 * ((stature_m or statures[sv.truth.subject]) / scale_true - 1))
                 ok = torch.isfinite(Xw).all(-1)
                 if ok.any():  # MPJPE after one similarity alignment for the whole window
                     A = align_similarity(Xw[ok].reshape(1, -1, 3), gt[sl][ok].reshape(1, -1, 3))
@@ -337,10 +365,14 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
     if reproj:
         metrics["reprojection_px"] = _nanmean(torch.cat(reproj))
     meta = {"input": p.input, "noise_px": p.noise_px}
-    metrics["stature_prior_m"] = stature_m
+    if method == "probabilistic":
+        metrics["stature_prior_m"] = stature_m or float(np.mean(list(statures.values())))
     if method == "probabilistic":
         metrics.update({k: float(np.mean(v)) for k, v in cam_metrics.items()})
         metrics["rotation_error_max_deg"] = float(np.max(cam_metrics["rotation_error_deg"]))
+        # root-relative in the reference camera at the stature's scale (evaluate's mpjpe_mm for
+        # this frame is after a similarity alignment per sequence, which removes the scale error)
+        metrics["root_relative_mpjpe_mm"] = metrics["mpjpe_mm"]
         metrics["sim_mpjpe_mm"] = 1000 * float(torch.cat(sim_err).mean()) if sim_err else float("nan")
         ref_names = {sv.truth.subject: (p.prob_reference_camera or sv.truth.camera_names[0]) for sv in subjects}
         meta.update({"reference_camera": ref_names[subjects[0].truth.subject] if len(set(ref_names.values())) == 1
@@ -357,6 +389,6 @@ def run_stage(s, paths, tracker) -> str:
     """``triangulate@<method>``: :func:`run` with the stage's files."""
     tracker.log_params({"method": paths.method})
     m = run(paths.method, paths.mocap, paths.cameras, paths.detections, paths.out, paths.metrics, paths.timings, s.params,
-            s.device, seed=s.base.seed)
+            s.device, seed=s.base.seed, lifter_predictions=paths.lifter_predictions)
     tracker.log_metrics(m)
     return ", ".join(f"{k}={v:.4g}" for k, v in m.items())

@@ -5,7 +5,9 @@
     res = infer(["c1.mp4", "c2.mp4"], "out/", cameras="cameras.json")  # calibrated cameras
 
 Routes:
-* **one view**: person boxes -> 2D (pose_resnet, :mod:`.detect`) or ``keypoints`` ->
+* **one view**: person boxes -> 2D (``detector``: the studio-trained pose_resnet in background-
+  subtraction boxes, :mod:`.detect`, or BlazePose with its own person detector, :mod:`.blazepose`)
+  or ``keypoints`` ->
   the temporal lifter (:mod:`.lift`): root-relative 3D + root trajectory, in the camera frame
   (``coord_frame`` camera), or in the world frame when ``cameras`` calibrates that one view;
 * **N >= 2 views** with ``cameras``: 2D per view -> RANSAC triangulation over views with
@@ -49,6 +51,7 @@ from pose3d.geometry.triangulation import triangulate
 from pose3d.runtime.train import resolve_device
 from pose3d.skeleton import JOINT_NAMES
 from pose3d.tasks.footage import exports
+from pose3d.tasks.footage.blazepose import BlazePose, blazepose_video
 from pose3d.tasks.footage.detect import Keypoints2D, detect_in_boxes, detect_video
 from pose3d.tasks.footage.keypoints import read_keypoints
 from pose3d.tasks.footage.lift import fill_gaps, lift_view, load_temporal, user_intrinsics
@@ -60,6 +63,8 @@ log = logging.getLogger(__name__)
 #: the models of a clone of this repository (after `dvc repro` / `dvc pull`)
 REPO_MODELS = Path(__file__).resolve().parents[3] / "models"
 EXPORTS = ("parquet", "bvh", "trc", "c3d", "npz")
+#: the 2D detectors for videos (``infer(detector=...)``, ``p3d infer --detector``); the first is the default
+DETECTORS = ("pose_resnet", "blazepose")
 
 
 @dataclass
@@ -155,13 +160,17 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
           background: Sequence[str | Path] = (), pose2d_dir: str | Path | None = None,
           lifter_dir: str | Path | None = None, device: str = "auto", refine_boxes: int = 2,
           ransac_threshold_px: float = 15.0, score_threshold: float = 0.2, view_boxes: bool = True, max_frames: int | None = None,
-          export: Sequence[str] = EXPORTS, video: bool = True, progress: bool = True) -> FootageResult:
+          export: Sequence[str] = EXPORTS, video: bool = True, progress: bool = True,
+          detector: str = "pose_resnet") -> FootageResult:
     """Videos (or keypoint files, one per view) -> 3D and the exports in ``out`` (module docstring).
 
     ``background``: images / videos of each view's empty scene (one per view; person boxes by
     background subtraction need it when the person hardly moves in the clip); ``focal``: the
     focal length in px of a single uncalibrated view (else assumed, :mod:`.lift`);
-    ``image_size``/``fps``: for keypoints without a video; ``max_frames``: only the first frames.
+    ``image_size``/``fps``: for keypoints without a video; ``max_frames``: only the first frames;
+    ``detector``: the 2D of videos, "pose_resnet" (the studio-trained model in background-subtraction
+    boxes, :mod:`.detect`) or "blazepose" (its own person detector and tracking, :mod:`.blazepose`;
+    ``background`` and ``refine_boxes`` are not used).
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -175,6 +184,8 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
     V = len(keypoints) or len(videos)
     if V == 0:
         raise DataError("no input: give one or more videos, or --keypoints files")
+    if detector not in DETECTORS:
+        raise DataError(f"detector {detector!r}: unknown (choose from {', '.join(DETECTORS)})")
     names = [p.stem for p in (videos or keypoints)]
     if len(set(names)) < V:
         names = [f"view{k}_{n}" for k, n in enumerate(names)]
@@ -193,6 +204,10 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
     if keypoints:
         for k, kp in enumerate(keypoints):
             views.append(_imported_2d(kp, videos[k] if videos else None, image_size, fps))
+    elif detector == "blazepose":
+        bp = BlazePose(threads=torch.get_num_threads())  # a DataError naming `p3d fetch-models` without weights
+        for v in videos:
+            views.append(blazepose_video(v, max_frames=max_frames, progress=progress, model=bp))
     else:
         model, cfg = load_model(Path(pose2d_dir or REPO_MODELS / "pose2d"), str(dev))
         for k, v in enumerate(videos):
@@ -217,7 +232,8 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
     # ---- 3D
     ts = time.perf_counter()
     root = None
-    meta: dict = {"views": names, "inputs": [str(p) for p in (videos or keypoints)]}
+    meta: dict = {"views": names, "inputs": [str(p) for p in (videos or keypoints)],
+                  "detector_2d": "imported" if keypoints else detector}
     if V == 1:
         filled, _ = fill_gaps(pts2d[0], str((videos or keypoints)[0]))
         if cams is not None:
@@ -244,7 +260,7 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
             return X, uv, sc
 
         joints, uv, sc = ransac(pts2d, sc2d)
-        if videos and not keypoints and view_boxes:
+        if videos and not keypoints and view_boxes and detector == "pose_resnet":
             # the views agree where their boxes were right: boxes from the 3D's reprojection fix
             # a view whose background box missed the person, then 2D and triangulation again
             ts2 = time.perf_counter()

@@ -2,14 +2,16 @@
 
     # 1. BlazePose (tracking, one thread) on every clip of the given subjects and cameras; GT 2D kept beside
     OMP_NUM_THREADS=1 nice -n 15 python benchmarks/blazepose.py landmarks --subjects S1 S5 S6 S7 S8 \
-        --cameras 54138969 58860488 --out /tmp/blazepose_train.npz
+        --cameras 54138969 58860488 --out data/blazepose_train.npz
     # 2. fit the mapping on the train subjects only -> the committed file the detector applies
-    python benchmarks/blazepose.py fit --landmarks /tmp/blazepose_train.npz \
+    python benchmarks/blazepose.py fit --landmarks data/blazepose_train.npz \
         --out pose3d/tasks/footage/blazepose_h36m.json
     # 3. test subjects: name vs fitted mapping, and pose_resnet (the footage route's boxes) on --resnet-cameras
-    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/blazepose.py landmarks --subjects S9 S11 --out /tmp/blazepose_test.npz
-    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/blazepose.py eval --landmarks /tmp/blazepose_test.npz \
+    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/blazepose.py landmarks --subjects S9 S11 --out data/blazepose_test.npz
+    OMP_NUM_THREADS=1 nice -n 15 python benchmarks/blazepose.py eval --landmarks data/blazepose_test.npz \
         --resnet-cameras 54138969 --out reports/benchmarks/blazepose.json
+    # 4. the single-camera rows of benchmarks/footage.py (--detector blazepose / pose_resnet) side by side
+    python benchmarks/blazepose.py footage-table a.json b.json --cameras 54138969
 
 The videos are treated as a user's: BlazePose sees only the frames; the ground truth (the mocap
 projected by each camera) only scores. Metrics (:func:`pose3d.tasks.pose2d.pck_metrics`): mean px
@@ -162,6 +164,20 @@ def cmd_eval(a) -> None:
     print(json.dumps(res, indent=1))
 
 
+def cmd_footage_table(a) -> None:
+    """Single-camera rows of benchmarks/footage.py outputs (one per detector) on the same clips ->
+    frame-weighted P1 / P2 / root / 2D error and frames/s per file (markdown rows)."""
+    for path in a.files:
+        rows = [r for r in json.loads(Path(path).read_text())["rows_single"]
+                if not a.cameras or r["camera"] in a.cameras]
+        n = np.array([r["frames"] for r in rows], float)
+        mean = lambda k: float((np.array([r[k] for r in rows]) * n).sum() / n.sum())  # noqa: E731
+        p2 = np.array([r["pa_mpjpe_mm"] for r in rows])
+        print(f"| {Path(path).stem} | {len(rows)} | {int(n.sum())} | {mean('mpjpe_mm'):.1f} | {mean('pa_mpjpe_mm'):.1f} "
+              f"| {np.median(p2):.1f} | {mean('root_mm'):.0f} | {mean('err_2d_px'):.1f} "
+              f"| {n.sum() / sum(r['seconds'] for r in rows):.1f} |")
+
+
 def load_mapping_arg(a):
     from pose3d.tasks.footage.blazepose import load_mapping
     return load_mapping(a.mapping)
@@ -185,8 +201,11 @@ def main() -> None:
     p.add_argument("--resnet-cameras", nargs="+", default=[])
     p.add_argument("--pose2d", default="models/pose2d")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("footage-table", help="single-camera rows of benchmarks/footage.py --out files")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--cameras", nargs="+")
     a = ap.parse_args()
-    {"landmarks": cmd_landmarks, "fit": cmd_fit, "eval": cmd_eval}[a.cmd](a)
+    {"landmarks": cmd_landmarks, "fit": cmd_fit, "eval": cmd_eval, "footage-table": cmd_footage_table}[a.cmd](a)
 
 
 if __name__ == "__main__":

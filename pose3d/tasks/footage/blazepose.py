@@ -152,6 +152,7 @@ def fetch_models(cache: str | os.PathLike | None = None, wheel: str | os.PathLik
                 fd, part = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
+                os.chmod(part, 0o644)  # mkstemp makes it private; the cache may be shared
                 os.replace(part, folder / name)
     return model_paths(cache)
 

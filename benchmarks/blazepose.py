@@ -36,7 +36,8 @@ from pose3d.data.crops import square_box
 from pose3d.data.io import load_cameras, read_mocap, write_json
 from pose3d.data.video import iter_frames
 from pose3d.skeleton import JOINT_NAMES
-from pose3d.tasks.footage.blazepose import (MAPPING_FILE, MODELS, WHEEL, BlazePose, fit_mapping, landmarks_to_h36m)
+from pose3d.tasks.footage.blazepose import (MAPPING_FILE, MODELS, WHEEL, BlazePose, fit_mapping, landmarks_to_h36m,
+                                            load_mapping)
 from pose3d.tasks.footage.keypoints import MEDIAPIPE33
 from pose3d.tasks.pose2d import left_right_swaps, pck_metrics
 
@@ -127,7 +128,7 @@ def metrics(pred: np.ndarray, gt: np.ndarray) -> dict:
 def cmd_eval(a) -> None:
     d = load(a.landmarks)
     res = {"blazepose_frames_per_s": float(d["frames"] / d["seconds"]), "all": {}, "subset": {}}
-    pred = {m: landmarks_to_h36m(d["landmarks"], d["visibility"], m if m == "names" else load_mapping_arg(a))[0]
+    pred = {m: landmarks_to_h36m(d["landmarks"], d["visibility"], m if m == "names" else load_mapping(a.mapping))[0]
             for m in ("names", "fitted")}
     for m, p in pred.items():
         res["all"][f"blazepose_{m}"] = metrics(p, d["gt"])
@@ -176,11 +177,6 @@ def cmd_footage_table(a) -> None:
         print(f"| {Path(path).stem} | {len(rows)} | {int(n.sum())} | {mean('mpjpe_mm'):.1f} | {mean('pa_mpjpe_mm'):.1f} "
               f"| {np.median(p2):.1f} | {mean('root_mm'):.0f} | {mean('err_2d_px'):.1f} "
               f"| {n.sum() / sum(r['seconds'] for r in rows):.1f} |")
-
-
-def load_mapping_arg(a):
-    from pose3d.tasks.footage.blazepose import load_mapping
-    return load_mapping(a.mapping)
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import json
 import math
 import zipfile
 
-import cv2
 import numpy as np
 import pytest
 
@@ -141,7 +140,7 @@ def test_fit_mapping_recovers_a_known_affine_combination():
     np.testing.assert_allclose(fit0, mapping_matrix(MEDIAPIPE33), atol=1e-12)
 
 
-def test_the_committed_fitted_mapping_is_what_the_video_route_applies(tmp_path, monkeypatch):
+def test_the_committed_fitted_mapping_is_what_the_video_route_applies(tmp_path):
     W = B.load_mapping()
     d = json.loads(B.MAPPING_FILE.read_text())
     np.testing.assert_array_equal(W, np.asarray(d["weights"]))

@@ -205,6 +205,8 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
         for k, kp in enumerate(keypoints):
             views.append(_imported_2d(kp, videos[k] if videos else None, image_size, fps))
     elif detector == "blazepose":
+        if background or refine_boxes != 2:
+            log.warning("--detector blazepose finds the person itself: --background / --refine-boxes are not used")
         bp = BlazePose(threads=torch.get_num_threads())  # a DataError naming `p3d fetch-models` without weights
         for v in videos:
             views.append(blazepose_video(v, max_frames=max_frames, progress=progress, model=bp))

@@ -249,3 +249,12 @@ def test_blazepose_finds_the_person_in_a_studio_frame():
     h36m, _ = B.landmarks_to_h36m(pts[None, :33], vis[None, :33])
     err = np.linalg.norm(h36m[0] - gt, axis=-1)
     assert err.mean() < 0.1 * size, (err.round(1), size)  # measured: 1.9 px of a 98 px person
+
+
+def test_unknown_detector_is_an_error(tmp_path):
+    from pose3d.tasks.footage import infer
+
+    studio = make_studio(tmp_path / "studio", subjects=(("S1", "train"),), frames=3, cameras=("cam0",))
+    with pytest.raises(DataError, match="detector 'openpose': unknown.*pose_resnet, blazepose"):
+        infer([studio / "videos" / "S1" / "Walking.cam0.mp4"], tmp_path / "out", detector="openpose")
+    assert not (tmp_path / "out").exists()

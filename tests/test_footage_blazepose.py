@@ -258,3 +258,21 @@ def test_unknown_detector_is_an_error(tmp_path):
     with pytest.raises(DataError, match="detector 'openpose': unknown.*pose_resnet, blazepose"):
         infer([studio / "videos" / "S1" / "Walking.cam0.mp4"], tmp_path / "out", detector="openpose")
     assert not (tmp_path / "out").exists()
+
+
+def test_mirror_to_agree_exchanges_only_the_flipped_frames():
+    from pose3d.skeleton import FLIP_PERM
+    from pose3d.tasks.footage.pipeline import mirror_to_agree
+
+    rng = np.random.default_rng(3)
+    ref = rng.normal(0, 40, (4, 17, 2)) + 200
+    pts = ref + rng.normal(0, 1, ref.shape)
+    pts[1] = pts[1][list(FLIP_PERM)]          # frame 1 detected front to back
+    sc = np.tile(np.arange(17.0), (4, 1))
+    ref[3] = np.nan                           # frame 3: no 3D to compare with -> kept
+    pts[3] = pts[3][list(FLIP_PERM)]
+    p, s, m = mirror_to_agree(pts, sc, ref)
+    assert m.tolist() == [False, True, False, False]
+    np.testing.assert_array_equal(p[1], pts[1][list(FLIP_PERM)])
+    np.testing.assert_array_equal(s[1], np.arange(17.0)[list(FLIP_PERM)])
+    np.testing.assert_array_equal(p[[0, 2, 3]], pts[[0, 2, 3]])

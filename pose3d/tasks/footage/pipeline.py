@@ -13,7 +13,9 @@ Routes:
 * **N >= 2 views** with ``cameras``: 2D per view -> RANSAC triangulation over views with
   Levenberg-Marquardt refinement (:func:`pose3d.geometry.triangulation.triangulate`, as
   triangulate@ransac), world frame of cameras.json; a joint RANSAC finds no consensus for takes
-  the score-weighted DLT of the views that saw it (counted in summary.json).
+  the score-weighted DLT of the views that saw it (counted in summary.json). Then, once: with
+  pose_resnet, 2D again in boxes from the reprojected 3D; with BlazePose, left and right exchanged
+  in the frames of a view where the reprojected 3D says so (:func:`mirror_to_agree`); and RANSAC again.
 
 Cameras: a pose3d ``cameras.json`` (``{"subjects": {<subject>: {<camera>: {K, dist, R, t, width,
 height}}}}``) with one subject (or name it: ``subject``). Views are matched to cameras by name
@@ -49,7 +51,7 @@ from pose3d.data.video import IMAGE_EXTENSIONS, VideoError, iter_frames, video_i
 from pose3d.geometry.camera import Camera, stack_cameras
 from pose3d.geometry.triangulation import triangulate
 from pose3d.runtime.train import resolve_device
-from pose3d.skeleton import JOINT_NAMES
+from pose3d.skeleton import FLIP_PERM, JOINT_NAMES
 from pose3d.tasks.footage import exports
 from pose3d.tasks.footage.blazepose import BlazePose, blazepose_video
 from pose3d.tasks.footage.detect import Keypoints2D, detect_in_boxes, detect_video
@@ -134,6 +136,27 @@ def background_from(sources: Sequence[str | Path], frames_per_source: int = 25) 
         keep = set(np.linspace(0, info.num_frames - 1, min(frames_per_source, info.num_frames)).round().astype(int))
         frames += [img for k, img in iter_frames(s) if k in keep]
     return median_background(frames)
+
+
+def mirror_to_agree(points: np.ndarray, scores: np.ndarray, reference: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exchange left and right joints (:data:`pose3d.skeleton.FLIP_PERM`) in the frames of one view
+    where the exchanged 2D lies nearer ``reference`` (the 3D reprojected into that view) than the
+    2D as detected, mean over the joints finite in both. points, reference (T, J, 2); scores
+    (T, J) -> (points, scores, mirrored (T,) bool)."""
+    perm = list(FLIP_PERM)
+
+    def dist(p):
+        d = np.linalg.norm(p - reference, axis=-1)
+        ok = np.isfinite(d)
+        return np.where(ok, d, 0).sum(1) / np.maximum(ok.sum(1), 1), ok.any(1)
+
+    d0, ok0 = dist(points)
+    d1, _ = dist(points[:, perm])
+    m = ok0 & (d1 < d0)
+    p, s = points.copy(), scores.copy()
+    p[m], s[m] = points[m][:, perm], scores[m][:, perm]
+    return p, s, m
 
 
 def _imported_2d(path, video, image_size, fps) -> Keypoints2D:
@@ -276,6 +299,16 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
                                            f"2d (boxes from 3D, view {v + 1})")
                     pts2d[v], sc2d[v] = p, s
             timings["2d_s"] += time.perf_counter() - ts2
+            joints, uv, sc = ransac(pts2d, sc2d)
+        elif videos and not keypoints and view_boxes:
+            # BlazePose turns some views' people front to back (left and right exchanged): the
+            # reprojected 3D of the views that agree says which side is which, then triangulate again
+            swapped = 0
+            for v in range(V):
+                proj = cams[v].project(np.where(np.isfinite(joints), joints, np.nan))
+                pts2d[v], sc2d[v], m = mirror_to_agree(pts2d[v], sc2d[v], proj)
+                swapped += int(m.sum())
+            meta["views_mirrored_frac"] = swapped / (V * T)
             joints, uv, sc = ransac(pts2d, sc2d)
         declined = ~np.isfinite(joints).all(-1)
         if declined.any():  # no consensus: the score-weighted DLT of every view that saw the joint

@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 nice -n 15 python benchmarks/footage.py --studio data/studio \
         --ransac data/predictions/triangulate_ransac.parquet --out reports/benchmarks/footage.json \
-        [--subjects S9 S11] [--actions Directions ...] [--cameras 54138969 ...] [--no-video]
+        [--subjects S9 S11] [--actions Directions ...] [--cameras 54138969 ...] [--no-video] \
+        [--detector blazepose]
 
 For each test (subject, action): every camera alone (``infer([video])``: P1 / P2 in the camera
 frame, root-trajectory error) and all cameras together (``infer(videos, cameras=...)``: world
@@ -29,7 +30,7 @@ from pose3d import metrics as M
 from pose3d.data.contracts import read_predictions
 from pose3d.data.io import load_cameras, read_mocap
 from pose3d.tasks.footage import infer
-from pose3d.tasks.footage.pipeline import background_from
+from pose3d.tasks.footage.pipeline import DETECTORS, background_from
 
 
 def camera_backgrounds(videos: Path, subject: str, cams, folder: Path) -> dict[str, Path]:
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--true-focal", action="store_true", help="one camera: pass the camera's fx as --focal")
     ap.add_argument("--no-multi", action="store_true", help="only the single-camera runs")
     ap.add_argument("--no-single", action="store_true", help="only the multi-camera runs")
+    ap.add_argument("--detector", default=DETECTORS[0], choices=DETECTORS, help="2D of the videos (infer's detector)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     studio = Path(a.studio)
@@ -65,7 +67,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="footage_bench."))
     for subject in a.subjects:
         cams = sorted(rig[subject]) if not a.cameras else a.cameras
-        bgs = {} if a.no_background else camera_backgrounds(studio / "videos", subject, cams, tmp)
+        use_bg = not a.no_background and a.detector == "pose_resnet"  # BlazePose finds the person itself
+        bgs = camera_backgrounds(studio / "videos", subject, cams, tmp) if use_bg else {}
         cam_json = studio / "cameras.json"
         for seq in read_mocap(studio / "mocap.h5", subjects=[subject]):
             if a.actions and seq.action not in a.actions:
@@ -78,7 +81,7 @@ def main() -> None:
                 cam = rig[subject][c]
                 t0 = time.perf_counter()
                 r = infer([v], tmp / "out", background=[bgs[c]] if bgs else (), video=not a.no_video, progress=False,
-                          focal=float(cam.K[0, 0]) if a.true_focal else None)
+                          focal=float(cam.K[0, 0]) if a.true_focal else None, detector=a.detector)
                 dt = time.perf_counter() - t0
                 gt = torch.from_numpy(P @ cam.R.T + cam.t)  # camera frame
                 pr = torch.from_numpy(r.joints.astype(np.float64))
@@ -94,7 +97,8 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             r = infer(vids, tmp / "out", cameras=cam_json, subject=subject,
-                      background=[bgs[c] for c in cams] if bgs else (), video=not a.no_video, progress=False)
+                      background=[bgs[c] for c in cams] if bgs else (), video=not a.no_video, progress=False,
+                      detector=a.detector)
             dt = time.perf_counter() - t0
             idx = [rkeys.get((subject, seq.action, f), -1) for f in range(len(P))]
             have = np.array(idx) >= 0
@@ -124,7 +128,8 @@ def main() -> None:
     res = {"single": summary(rows_single, ["mpjpe_mm", "pa_mpjpe_mm", "root_mm", "err_2d_px"]) if rows_single else {},
            "multi": summary(rows_multi, ["mpjpe_mm", "ransac_mpjpe_mm", "declined_joint_frac"]) if rows_multi else {},
            "rows_single": rows_single, "rows_multi": rows_multi,
-           "settings": {"video": not a.no_video, "background": not a.no_background, "true_focal": a.true_focal,
+           "settings": {"detector": a.detector, "video": not a.no_video, "background": not a.no_background,
+                        "true_focal": a.true_focal,
                         "threads": 1}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))

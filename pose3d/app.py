@@ -2,6 +2,7 @@
 
     p3d infer video.mp4 --out out/             # one camera: boxes -> 2D -> temporal lifter
     p3d infer a.mp4 b.mp4 --cameras cams.json --out out/   # N calibrated cameras: triangulation
+    p3d fetch-models                           # BlazePose weights for `p3d infer --detector blazepose`
     p3d train-lifter --mocap real.npz --studio data/studio --out models/footage_temporal  # --lifter for infer
     p3d calibrate takes/board --board checkerboard:10x7:0.1 --out cams.json  # board -> cameras.json
 
@@ -23,8 +24,8 @@ import sys
 from pose3d.data.io import DataError
 
 #: modules with ``add_parser(subparsers)``, in the order ``p3d --help`` lists them
-SUBCOMMANDS: tuple[str, ...] = ("pose3d.tasks.footage.command", "pose3d.tasks.lifting.cli",
-                                 "pose3d.tasks.calibrate.cli")
+SUBCOMMANDS: tuple[str, ...] = ("pose3d.tasks.footage.command", "pose3d.tasks.footage.fetch",
+                                 "pose3d.tasks.lifting.cli", "pose3d.tasks.calibrate.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

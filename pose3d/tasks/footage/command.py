@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from pose3d.tasks.footage.pipeline import EXPORTS, infer
+from pose3d.tasks.footage.pipeline import DETECTORS, EXPORTS, infer
 
 EXAMPLES = """examples:
   p3d infer clip.mp4 --out out/                         # one camera, focal length assumed
   p3d infer clip.mp4 --focal 1450 --out out/            # one camera, focal length in px
+  p3d infer clip.mp4 --detector blazepose --out out/    # BlazePose 2D (weights: p3d fetch-models)
   p3d infer c1.mp4 c2.mp4 c3.mp4 --cameras cameras.json --out out/
   p3d infer --keypoints predictions.json --image-size 1920 1080 --fps 30 --out out/
 """
@@ -17,7 +18,7 @@ EXAMPLES = """examples:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "infer", help="videos (or 2D keypoints) -> 3D poses, BVH/TRC/C3D/npz/Parquet, skeleton video",
-        description="One camera: person boxes -> 2D (pose_resnet) -> temporal lifter (root-relative 3D + "
+        description="One camera: person boxes -> 2D (pose_resnet or BlazePose) -> temporal lifter (root-relative 3D + "
                     "trajectory). N calibrated cameras: 2D per view -> RANSAC triangulation + refinement.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("videos", nargs="*", help="one video per camera (mp4/avi/mkv/mov/webm or an image folder)")
@@ -34,6 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--background", nargs="+", default=[], metavar="SRC",
                    help="image/video of each view's empty scene (or other clips of the same static camera) for "
                         "the person boxes; default: the clip's own median frame")
+    p.add_argument("--detector", default=DETECTORS[0], choices=DETECTORS,
+                   help="2D of videos: pose_resnet (studio-trained, background-subtraction boxes; default) or "
+                        "blazepose (its own person detector and tracking; weights from `p3d fetch-models`)")
     p.add_argument("--pose2d", help="2D model folder (config.json + model.pt; default: the repo's models/pose2d)")
     p.add_argument("--lifter", help="temporal lifter folder (default: the repo's models/temporal)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
               focal=args.focal, image_size=args.image_size, fps=args.fps, background=args.background,
               pose2d_dir=args.pose2d, lifter_dir=args.lifter, device=args.device, refine_boxes=args.refine_boxes,
               ransac_threshold_px=args.ransac_threshold, max_frames=args.max_frames, export=args.export,
-              video=not args.no_video, progress=not getattr(args, "quiet", False))
+              video=not args.no_video, progress=not getattr(args, "quiet", False), detector=args.detector)
     print(f"{len(r.joints)} frames, {r.coord_frame} frame, {r.timings['total_s']:.1f} s -> {args.out}: "
           + ", ".join(sorted(p.name for p in r.files.values())))
     return 0

@@ -147,6 +147,18 @@ def _to_h36m(points: np.ndarray, scores: np.ndarray, names, path) -> tuple[np.nd
     return out, sc
 
 
+def mapping_matrix(names) -> np.ndarray:
+    """The by-name mapping of a layout (``names``, K joints) to H36M-17 as a (17, K) matrix: joint
+    j = sum_k W[j, k] * source joint k. Every rule of :func:`_to_h36m` /
+    :func:`derive_missing_joints` is an affine combination of source joints, so the matrix is read
+    off by mapping one-hot inputs (source k at x = 1, all others at 0); rows sum to 1."""
+    K = len(names)
+    pts = np.zeros((K, K, 2))
+    pts[np.arange(K), np.arange(K), 0] = 1.0
+    out, _ = _to_h36m(pts, np.ones((K, K)), names, "mapping_matrix")
+    return out[..., 0].T
+
+
 # --------------------------------------------------------------------------- readers
 def _load_json(path: Path):
     try:

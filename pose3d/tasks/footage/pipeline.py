@@ -5,13 +5,17 @@
     res = infer(["c1.mp4", "c2.mp4"], "out/", cameras="cameras.json")  # calibrated cameras
 
 Routes:
-* **one view**: person boxes -> 2D (pose_resnet, :mod:`.detect`) or ``keypoints`` ->
+* **one view**: person boxes -> 2D (``detector``: the studio-trained pose_resnet in background-
+  subtraction boxes, :mod:`.detect`, or BlazePose with its own person detector, :mod:`.blazepose`)
+  or ``keypoints`` ->
   the temporal lifter (:mod:`.lift`): root-relative 3D + root trajectory, in the camera frame
   (``coord_frame`` camera), or in the world frame when ``cameras`` calibrates that one view;
 * **N >= 2 views** with ``cameras``: 2D per view -> RANSAC triangulation over views with
   Levenberg-Marquardt refinement (:func:`pose3d.geometry.triangulation.triangulate`, as
   triangulate@ransac), world frame of cameras.json; a joint RANSAC finds no consensus for takes
-  the score-weighted DLT of the views that saw it (counted in summary.json).
+  the score-weighted DLT of the views that saw it (counted in summary.json). Then, once: with
+  pose_resnet, 2D again in boxes from the reprojected 3D; with BlazePose, left and right exchanged
+  in the frames of a view where the reprojected 3D says so (:func:`mirror_to_agree`); and RANSAC again.
 
 Cameras: a pose3d ``cameras.json`` (``{"subjects": {<subject>: {<camera>: {K, dist, R, t, width,
 height}}}}``) with one subject (or name it: ``subject``). Views are matched to cameras by name
@@ -47,8 +51,9 @@ from pose3d.data.video import IMAGE_EXTENSIONS, VideoError, iter_frames, video_i
 from pose3d.geometry.camera import Camera, stack_cameras
 from pose3d.geometry.triangulation import triangulate
 from pose3d.runtime.train import resolve_device
-from pose3d.skeleton import JOINT_NAMES
+from pose3d.skeleton import FLIP_PERM, JOINT_NAMES
 from pose3d.tasks.footage import exports
+from pose3d.tasks.footage.blazepose import BlazePose, blazepose_video
 from pose3d.tasks.footage.detect import Keypoints2D, detect_in_boxes, detect_video
 from pose3d.tasks.footage.keypoints import read_keypoints
 from pose3d.tasks.footage.lift import fill_gaps, lift_view, load_temporal, user_intrinsics
@@ -60,6 +65,8 @@ log = logging.getLogger(__name__)
 #: the models of a clone of this repository (after `dvc repro` / `dvc pull`)
 REPO_MODELS = Path(__file__).resolve().parents[3] / "models"
 EXPORTS = ("parquet", "bvh", "trc", "c3d", "npz")
+#: the 2D detectors for videos (``infer(detector=...)``, ``p3d infer --detector``); the first is the default
+DETECTORS = ("pose_resnet", "blazepose")
 
 
 @dataclass
@@ -131,6 +138,27 @@ def background_from(sources: Sequence[str | Path], frames_per_source: int = 25) 
     return median_background(frames)
 
 
+def mirror_to_agree(points: np.ndarray, scores: np.ndarray, reference: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exchange left and right joints (:data:`pose3d.skeleton.FLIP_PERM`) in the frames of one view
+    where the exchanged 2D lies nearer ``reference`` (the 3D reprojected into that view) than the
+    2D as detected, mean over the joints finite in both. points, reference (T, J, 2); scores
+    (T, J) -> (points, scores, mirrored (T,) bool)."""
+    perm = list(FLIP_PERM)
+
+    def dist(p):
+        d = np.linalg.norm(p - reference, axis=-1)
+        ok = np.isfinite(d)
+        return np.where(ok, d, 0).sum(1) / np.maximum(ok.sum(1), 1), ok.any(1)
+
+    d0, ok0 = dist(points)
+    d1, _ = dist(points[:, perm])
+    m = ok0 & (d1 < d0)
+    p, s = points.copy(), scores.copy()
+    p[m], s[m] = points[m][:, perm], scores[m][:, perm]
+    return p, s, m
+
+
 def _imported_2d(path, video, image_size, fps) -> Keypoints2D:
     size = None
     vfps = 0.0
@@ -155,13 +183,17 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
           background: Sequence[str | Path] = (), pose2d_dir: str | Path | None = None,
           lifter_dir: str | Path | None = None, device: str = "auto", refine_boxes: int = 2,
           ransac_threshold_px: float = 15.0, score_threshold: float = 0.2, view_boxes: bool = True, max_frames: int | None = None,
-          export: Sequence[str] = EXPORTS, video: bool = True, progress: bool = True) -> FootageResult:
+          export: Sequence[str] = EXPORTS, video: bool = True, progress: bool = True,
+          detector: str = "pose_resnet") -> FootageResult:
     """Videos (or keypoint files, one per view) -> 3D and the exports in ``out`` (module docstring).
 
     ``background``: images / videos of each view's empty scene (one per view; person boxes by
     background subtraction need it when the person hardly moves in the clip); ``focal``: the
     focal length in px of a single uncalibrated view (else assumed, :mod:`.lift`);
-    ``image_size``/``fps``: for keypoints without a video; ``max_frames``: only the first frames.
+    ``image_size``/``fps``: for keypoints without a video; ``max_frames``: only the first frames;
+    ``detector``: the 2D of videos, "pose_resnet" (the studio-trained model in background-subtraction
+    boxes, :mod:`.detect`) or "blazepose" (its own person detector and tracking, :mod:`.blazepose`;
+    ``background`` and ``refine_boxes`` are not used).
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -175,6 +207,8 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
     V = len(keypoints) or len(videos)
     if V == 0:
         raise DataError("no input: give one or more videos, or --keypoints files")
+    if detector not in DETECTORS:
+        raise DataError(f"detector {detector!r}: unknown (choose from {', '.join(DETECTORS)})")
     names = [p.stem for p in (videos or keypoints)]
     if len(set(names)) < V:
         names = [f"view{k}_{n}" for k, n in enumerate(names)]
@@ -193,6 +227,12 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
     if keypoints:
         for k, kp in enumerate(keypoints):
             views.append(_imported_2d(kp, videos[k] if videos else None, image_size, fps))
+    elif detector == "blazepose":
+        if background or refine_boxes != 2:
+            log.warning("--detector blazepose finds the person itself: --background / --refine-boxes are not used")
+        bp = BlazePose(threads=torch.get_num_threads())  # a DataError naming `p3d fetch-models` without weights
+        for v in videos:
+            views.append(blazepose_video(v, max_frames=max_frames, progress=progress, model=bp))
     else:
         model, cfg = load_model(Path(pose2d_dir or REPO_MODELS / "pose2d"), str(dev))
         for k, v in enumerate(videos):
@@ -217,7 +257,8 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
     # ---- 3D
     ts = time.perf_counter()
     root = None
-    meta: dict = {"views": names, "inputs": [str(p) for p in (videos or keypoints)]}
+    meta: dict = {"views": names, "inputs": [str(p) for p in (videos or keypoints)],
+                  "detector_2d": "imported" if keypoints else detector}
     if V == 1:
         filled, _ = fill_gaps(pts2d[0], str((videos or keypoints)[0]))
         if cams is not None:
@@ -244,7 +285,7 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
             return X, uv, sc
 
         joints, uv, sc = ransac(pts2d, sc2d)
-        if videos and not keypoints and view_boxes:
+        if videos and not keypoints and view_boxes and detector == "pose_resnet":
             # the views agree where their boxes were right: boxes from the 3D's reprojection fix
             # a view whose background box missed the person, then 2D and triangulation again
             ts2 = time.perf_counter()
@@ -258,6 +299,16 @@ def infer(videos: Sequence[str | Path] = (), out: str | Path = "footage_out", *,
                                            f"2d (boxes from 3D, view {v + 1})")
                     pts2d[v], sc2d[v] = p, s
             timings["2d_s"] += time.perf_counter() - ts2
+            joints, uv, sc = ransac(pts2d, sc2d)
+        elif videos and not keypoints and view_boxes:
+            # BlazePose turns some views' people front to back (left and right exchanged): the
+            # reprojected 3D of the views that agree says which side is which, then triangulate again
+            swapped = 0
+            for v in range(V):
+                proj = cams[v].project(np.where(np.isfinite(joints), joints, np.nan))
+                pts2d[v], sc2d[v], m = mirror_to_agree(pts2d[v], sc2d[v], proj)
+                swapped += int(m.sum())
+            meta["views_mirrored_frac"] = swapped / (V * T)
             joints, uv, sc = ransac(pts2d, sc2d)
         declined = ~np.isfinite(joints).all(-1)
         if declined.any():  # no consensus: the score-weighted DLT of every view that saw the joint

@@ -465,9 +465,9 @@ class HG3DParams:
     depth_blocks: int = 1
     init_from_2d: bool = True  # start the 2D module from models/pose2d (the 2D stage)
     epochs_2d: int = 0      # phase 1: heatmaps on all training images (0: models/pose2d is phase 1)
-    epochs_3d: int = 4      # phase 2: + depth regression on the 3D-labelled images
-    epochs_joint: int = 4   # phase 3: all images; depth on 3D ones, constraint on 2D-only ones
-    samples_per_epoch: int = 2048  # 0 = every crop of the phase's pool each epoch (16k samples: learning curve)
+    epochs_3d: int = 8      # phase 2: + depth regression on the 3D-labelled images
+    epochs_joint: int = 8   # phase 3: all images; depth on 3D ones, constraint on 2D-only ones
+    samples_per_epoch: int = 2048  # 0 = every crop of the phase's pool each epoch (8 + 8 epochs = 32k samples: the learning curve's knee)
     frame_stride: int = 1   # use every k-th crop
     batch_size: int = 32
     lr: float = 1.0e-3

@@ -12,7 +12,7 @@ import yaml
 from pose3d.app import main as p3d
 from pose3d.data.io import DataError, load_cameras, read_mocap
 from pose3d.tasks.footage.lift import load_temporal
-from pose3d.tasks.lifting.realmocap import h36m_like_rig, mixed_dataset, real_mocap_sequences
+from pose3d.tasks.lifting.realmocap import h36m_like_rig, mixed_dataset, real_mocap_sequences, scaled_copies
 
 from test_lifting import _one_thread, studio, synthetic_motion  # noqa: F401  (fixtures)
 
@@ -62,6 +62,39 @@ def test_mixed_dataset_keeps_studio_cameras_and_names_the_rig_alike(tmp_path, st
     rig = h36m_like_rig(2)
     np.testing.assert_allclose(got["b2"]["c1"].t, rig["cam1"].t)
     assert got["b2"]["c1"].name == "c1"
+
+
+def test_scaled_copies_scale_train_clips_about_the_floor_and_keep_test_clips(tmp_path):
+    seqs = real_mocap_sequences(write_npz(tmp_path / "real.npz"), ["b2"])
+    assert scaled_copies(seqs) == seqs  # the default: no copies, the same clips
+    out = scaled_copies(seqs, (0.9, 1.0, 1.1))
+    assert [(q.subject, q.action, q.split) for q in out] == [
+        ("a1", "walk_000_x0.900", "train"), ("a1", "walk_000_x1.000", "train"), ("a1", "walk_000_x1.100", "train"),
+        ("a1", "walk_001_x0.900", "train"), ("a1", "walk_001_x1.000", "train"), ("a1", "walk_001_x1.100", "train"),
+        ("b2", "walk_002", "test"), ("b2", "walk_003", "test")]
+    src = seqs[0].positions_world
+    np.testing.assert_array_equal(out[1].positions_world, src)
+    np.testing.assert_array_equal(out[2].positions_world, src * np.float32(1.1))
+    assert out[0].positions_world.dtype == np.float32 and out[0].fps == 30.0
+    # bone lengths scale by the factor; the floor (z = 0) and the clip's centre stay where they were
+    bone = lambda p: np.linalg.norm(p[:, 1] - p[:, 0], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(bone(out[0].positions_world), 0.9 * bone(src), rtol=1e-6)
+    np.testing.assert_allclose(out[0].positions_world[:, 0, :2].mean(0), 0.0, atol=1e-6)
+    assert out[6] is seqs[2]
+    with pytest.raises(DataError, match=r"real-mocap scales \(0\.9, 3\.0\): need one or more factors in \[0\.5, 2\]"):
+        scaled_copies(seqs, (0.9, 3))
+
+
+def test_mixed_dataset_writes_the_scaled_copies(tmp_path):
+    npz = write_npz(tmp_path / "real.npz")
+    mocap, _ = mixed_dataset(tmp_path / "mixed", npz, ["b2"], real_scales=(0.95, 1.05))
+    got = {(q.subject, q.action, q.split): q.positions_world for q in read_mocap(mocap)}
+    assert sorted(got) == [("a1", "walk_000_x0.950", "train"), ("a1", "walk_000_x1.050", "train"),
+                           ("a1", "walk_001_x0.950", "train"), ("a1", "walk_001_x1.050", "train"),
+                           ("b2", "walk_002", "test"), ("b2", "walk_003", "test")]
+    plain = {(q.subject, q.action): q.positions_world for q in real_mocap_sequences(npz, ["b2"])}
+    np.testing.assert_allclose(got[("a1", "walk_001_x1.050", "train")], plain[("a1", "walk_001")] * 1.05, rtol=1e-6)
+    np.testing.assert_array_equal(got[("b2", "walk_003", "test")], plain[("b2", "walk_003")])
 
 
 def test_train_lifter_writes_a_lifter_infer_loads(tmp_path, studio, capsys):  # noqa: F811

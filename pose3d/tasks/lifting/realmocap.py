@@ -85,12 +85,34 @@ def real_mocap_sequences(npz: str | Path, test_subjects=()) -> list[Sequence]:
     return seqs
 
 
+def scaled_copies(seqs: list[Sequence], scales=(1.0,)) -> list[Sequence]:
+    """Body-size augmentation: each "train" clip once per factor in ``scales``, its positions
+    multiplied by the factor (about the floor point under the clip's mean root: the clip is
+    centred, Z up, floor at 0, so the floor stays the floor), action ``<action>_x<factor>``;
+    "test" clips once, unscaled. ``scales = (1.0,)`` returns ``seqs`` unchanged."""
+    scales = tuple(float(f) for f in scales)
+    if not scales or any(not (0.5 <= f <= 2.0) for f in scales):
+        raise DataError(f"real-mocap scales {scales}: need one or more factors in [0.5, 2]")
+    if scales == (1.0,):
+        return list(seqs)
+    out = []
+    for q in seqs:
+        if q.split != "train":
+            out.append(q)
+            continue
+        out += [dataclasses.replace(q, action=f"{q.action}_x{f:.3f}",
+                                    positions_world=(q.positions_world * np.float32(f)).astype(np.float32))
+                for f in scales]
+    return out
+
+
 def mixed_dataset(out_dir: str | Path, npz: str | Path, test_subjects=(), studio_mocap=None,
-                  studio_cameras=None) -> tuple[Path, Path]:
+                  studio_cameras=None, real_scales=(1.0,)) -> tuple[Path, Path]:
     """Write ``out_dir/mocap.h5`` + ``cameras.json``: the real mocap's clips (virtual rig; split
-    "test" for ``test_subjects``) and, when given, the studio's sequences with their own cameras
-    and splits. Returns the two paths."""
-    seqs = real_mocap_sequences(npz, test_subjects)
+    "test" for ``test_subjects``; each train clip once per factor of ``real_scales``, see
+    :func:`scaled_copies`) and, when given, the studio's sequences with their own cameras and
+    splits. Returns the two paths."""
+    seqs = scaled_copies(real_mocap_sequences(npz, test_subjects), real_scales)
     rig = h36m_like_rig()
     cams = {}
     if studio_mocap is not None:
@@ -116,12 +138,13 @@ def mixed_dataset(out_dir: str | Path, npz: str | Path, test_subjects=(), studio
 
 
 def train_footage_lifter(out_dir, *, npz, studio_mocap=None, studio_cameras=None, params=None, base=None,
-                         progress: bool = True):
+                         real_scales=(1.0,), progress: bool = True):
     """Train the temporal lifter on the studio's train subjects + every real-mocap subject (GT 2D)
     and save it to ``out_dir`` (config.json + model.pt, what ``p3d infer --lifter`` loads).
     Scored on the studio's test subjects when a studio is given, else on the last real subject
     (then held out of training). ``params``: a Temporal section (default: params.yaml's, with
-    ``input_2d = gt``). Returns :class:`~pose3d.tasks.lifting.pipeline.LiftResult`."""
+    ``input_2d = gt``); ``real_scales``: body-size copies of the real clips
+    (:func:`scaled_copies`). Returns :class:`~pose3d.tasks.lifting.pipeline.LiftResult`."""
     from pose3d.runtime import params as P
     from pose3d.tasks.lifting.pipeline import run_lift
     from pose3d.tasks.lifting.data import split_of
@@ -131,7 +154,7 @@ def train_footage_lifter(out_dir, *, npz, studio_mocap=None, studio_cameras=None
     with tempfile.TemporaryDirectory() as tmp:
         real = sorted({q.subject for q in real_mocap_sequences(npz)})
         held = [] if studio_mocap is not None else real[-1:]
-        mocap, cams = mixed_dataset(tmp, npz, held, studio_mocap, studio_cameras)
+        mocap, cams = mixed_dataset(tmp, npz, held, studio_mocap, studio_cameras, real_scales)
         train, test = split_of(mocap, "train"), split_of(mocap, "test")
         if not test:
             raise DataError(f"{studio_mocap}: no test subjects (split attrs) to score the lifter on")

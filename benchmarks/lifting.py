@@ -8,7 +8,7 @@
   Human3.6M-like virtual rig (4 cameras, 4.5 m, 1.5 m high, f = 1145 px, 1000x1000, H36M-size
   distortion); GT 2D input; --with-studio adds the studio's train subjects (own cameras) to every
   fold's training set (the footage lifter of ``p3d train-lifter``); --real-scales F.. trains on
-  body-size copies of the real clips; --exclude S.. drops subjects entirely (inner validation). P1/P2 on the 13 reliable joints and on all 17, per held-out subject.
+  body-size copies of the real clips, --bone-copies N re-proportioned ones; --exclude S.. drops subjects entirely (inner validation). P1/P2 on the 13 reliable joints and on all 17, per held-out subject.
 * semi: temporal model (GT 2D input) fully supervised vs. 1 labelled subject alone vs. 1
   labelled + the other train subjects unlabelled (reprojection + bone lengths, without and with
   the temporal GAN), over --seeds; --val S holds train subject S out instead of testing;
@@ -68,7 +68,8 @@ def loso(args) -> str:
             with tempfile.TemporaryDirectory() as tmp:
                 studio = args.with_studio
                 mocap, cams = mixed_dataset(tmp, args.npz, [held], studio and studio / "mocap.h5",
-                                            studio and studio / "cameras.json", args.real_scales)
+                                            studio and studio / "cameras.json", args.real_scales,
+                                            args.bone_copies, args.seeds[0])
                 train = [s for s in split_of(mocap, "train") if s not in (args.exclude or [])]
                 t0 = time.time()
                 # train: the other real subjects (+ the studio's train subjects); test: the held-out one
@@ -199,6 +200,8 @@ def main(argv=None) -> int:
                     help="loso: leave these real subjects out of training and testing (inner validation)")
     ap.add_argument("--real-scales", nargs="+", type=float, default=[1.0], metavar="F",
                     help="loso: each training real clip once per body-size factor (e.g. 0.9 1 1.1)")
+    ap.add_argument("--bone-copies", type=int, default=0, metavar="N",
+                    help="loso: N re-proportioned copies of each training real clip (bone lengths x U(0.9, 1.1)^2)")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
                     help="params.yaml whose model sections every benchmark starts from (epochs included)")
     args = ap.parse_args(argv)

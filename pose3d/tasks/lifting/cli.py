@@ -38,6 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=3, help="train on every N-th window (default 3)")
     p.add_argument("--real-scales", nargs="+", type=float, default=[1.0], metavar="F",
                    help="train on each real clip once per body-size factor (default: 1, no copies)")
+    p.add_argument("--bone-copies", type=int, default=0, metavar="N",
+                   help="also train on N re-proportioned copies of each real clip (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     with atomic_dir(args.out) as tmp:
         res = train_footage_lifter(tmp, npz=args.mocap, studio_mocap=studio and studio / "mocap.h5",
                                    studio_cameras=studio and studio / "cameras.json", params=section, base=base,
-                                   real_scales=args.real_scales, progress=not getattr(args, "quiet", False))
+                                   real_scales=args.real_scales, bone_copies=args.bone_copies,
+                                   progress=not getattr(args, "quiet", False))
     m = res.metrics
     print(f"{args.out}: temporal lifter; test subjects {', '.join(m['test_subjects'])} (GT 2D): "
           f"P1 {m['mpjpe_mm']:.1f} mm, P2 {m['pa_mpjpe_mm']:.1f} mm on {m['num_test_frames']} frames")

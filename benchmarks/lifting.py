@@ -7,7 +7,8 @@
 * loso: real optical mocap (HDM05 + CMU), leave one subject out; every clip is filmed by a
   Human3.6M-like virtual rig (4 cameras, 4.5 m, 1.5 m high, f = 1145 px, 1000x1000, H36M-size
   distortion); GT 2D input; --with-studio adds the studio's train subjects (own cameras) to every
-  fold's training set (the footage lifter of ``p3d train-lifter``). P1/P2 on the 13 reliable joints and on all 17, per held-out subject.
+  fold's training set (the footage lifter of ``p3d train-lifter``); --real-scales F.. trains on
+  body-size copies of the real clips, --bone-copies N re-proportioned ones; --exclude S.. drops subjects entirely (inner validation). P1/P2 on the 13 reliable joints and on all 17, per held-out subject.
 * semi: temporal model (GT 2D input) fully supervised vs. 1 labelled subject alone vs. 1
   labelled + the other train subjects unlabelled (reprojection + bone lengths, without and with
   the temporal GAN), over --seeds; --val S holds train subject S out instead of testing;
@@ -51,6 +52,12 @@ def loso(args) -> str:
         if unknown:
             raise SystemExit(f"--subjects: {unknown} not in {args.npz} (subjects: {subjects})")
         subjects = [s for s in subjects if s in args.subjects]
+    # --exclude: inner validation; these subjects are neither trained on nor held out
+    bad = sorted(set(args.exclude or []) - set(np.unique(d["subject"]).tolist()))
+    if bad:
+        raise SystemExit(f"--exclude: {bad} not in {args.npz}")
+    subjects = [s for s in subjects if s not in (args.exclude or [])]
+    p1_rel = []
     lines = ["| held-out subject | model | frames | P1 all-17 (mm) | P2 all-17 (mm) | P1 13 reliable (mm) | P2 13 reliable (mm) | time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for model in args.models:
@@ -61,22 +68,29 @@ def loso(args) -> str:
             with tempfile.TemporaryDirectory() as tmp:
                 studio = args.with_studio
                 mocap, cams = mixed_dataset(tmp, args.npz, [held], studio and studio / "mocap.h5",
-                                            studio and studio / "cameras.json")
+                                            studio and studio / "cameras.json", args.real_scales,
+                                            args.bone_copies, args.seeds[0])
+                train = [s for s in split_of(mocap, "train") if s not in (args.exclude or [])]
                 t0 = time.time()
                 # train: the other real subjects (+ the studio's train subjects); test: the held-out one
                 out = run_lift(model, p, dataclasses.replace(_base(), seed=args.seeds[0]), mocap=mocap,
-                               cameras=cams, progress=False, train_subjects=split_of(mocap, "train"),
-                               test_subjects=[held])
+                               cameras=cams, progress=False, train_subjects=train, test_subjects=[held])
                 res, test = out.metrics, out.test
                 rel = score(test, out.pose, joint_mask=reliable)
+                p1_rel.append(rel["mpjpe_mm"])
                 lines.append(f"| {held} | {model} | {test.num_frames} | {res['mpjpe_mm']:.1f} | "
                              f"{res['pa_mpjpe_mm']:.1f} | {rel['mpjpe_mm']:.1f} | {rel['pa_mpjpe_mm']:.1f} | "
                              f"{time.time() - t0:.0f} |")
                 print(lines[-1], flush=True)
+                worst = sorted(res["per_action_mpjpe_mm"].items(), key=lambda kv: -kv[1])[:4]
+                print(f"worst clips {held} (P1 all 17): " + ", ".join(f"{a} {v:.0f}" for a, v in worst), flush=True)
                 # P1 (all 17, no flip) of a fixed 1/16 of the held-out sequences after each epoch
                 curve = {int(r["epoch"]): r["val_mpjpe_mm"] for r in out.history}
                 print(f"curve {held}: " + " ".join(f"{e}:{curve[e]:.1f}" for e in sorted(curve)
                                                     if e % 5 == 0 or e == 1), flush=True)
+        lines.append(f"{model}: mean P1 13 reliable over {len(p1_rel)} held-out subjects "
+                     f"{np.mean(p1_rel):.1f} mm")
+        p1_rel = []
     return "\n".join(lines)
 
 
@@ -182,6 +196,12 @@ def main(argv=None) -> int:
                     help="semi, loso: the model's params key=value (YAML values)")
     ap.add_argument("--with-studio", type=Path, default=None, metavar="DIR",
                     help="loso: also train on DIR/mocap.h5's train subjects (DIR/cameras.json), e.g. data/studio")
+    ap.add_argument("--exclude", nargs="+", default=None,
+                    help="loso: leave these real subjects out of training and testing (inner validation)")
+    ap.add_argument("--real-scales", nargs="+", type=float, default=[1.0], metavar="F",
+                    help="loso: each training real clip once per body-size factor (e.g. 0.9 1 1.1)")
+    ap.add_argument("--bone-copies", type=int, default=0, metavar="N",
+                    help="loso: N re-proportioned copies of each training real clip (bone lengths x U(0.9, 1.1)^2)")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
                     help="params.yaml whose model sections every benchmark starts from (epochs included)")
     args = ap.parse_args(argv)

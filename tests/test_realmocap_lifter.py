@@ -12,7 +12,9 @@ import yaml
 from pose3d.app import main as p3d
 from pose3d.data.io import DataError, load_cameras, read_mocap
 from pose3d.tasks.footage.lift import load_temporal
-from pose3d.tasks.lifting.realmocap import h36m_like_rig, mixed_dataset, real_mocap_sequences
+from pose3d.skeleton import FLIP_PERM, PARENTS
+from pose3d.tasks.lifting.realmocap import (h36m_like_rig, mixed_dataset, proportion_copies, real_mocap_sequences,
+                                            rescale_bones, scaled_copies)
 
 from test_lifting import _one_thread, studio, synthetic_motion  # noqa: F401  (fixtures)
 
@@ -62,6 +64,79 @@ def test_mixed_dataset_keeps_studio_cameras_and_names_the_rig_alike(tmp_path, st
     rig = h36m_like_rig(2)
     np.testing.assert_allclose(got["b2"]["c1"].t, rig["cam1"].t)
     assert got["b2"]["c1"].name == "c1"
+
+
+def test_scaled_copies_scale_train_clips_about_the_floor_and_keep_test_clips(tmp_path):
+    seqs = real_mocap_sequences(write_npz(tmp_path / "real.npz"), ["b2"])
+    assert scaled_copies(seqs) == seqs  # the default: no copies, the same clips
+    out = scaled_copies(seqs, (0.9, 1.0, 1.1))
+    assert [(q.subject, q.action, q.split) for q in out] == [
+        ("a1", "walk_000_x0.900", "train"), ("a1", "walk_000_x1.000", "train"), ("a1", "walk_000_x1.100", "train"),
+        ("a1", "walk_001_x0.900", "train"), ("a1", "walk_001_x1.000", "train"), ("a1", "walk_001_x1.100", "train"),
+        ("b2", "walk_002", "test"), ("b2", "walk_003", "test")]
+    src = seqs[0].positions_world
+    np.testing.assert_array_equal(out[1].positions_world, src)
+    np.testing.assert_array_equal(out[2].positions_world, src * np.float32(1.1))
+    assert out[0].positions_world.dtype == np.float32 and out[0].fps == 30.0
+    # bone lengths scale by the factor; the floor (z = 0) and the clip's centre stay where they were
+    bone = lambda p: np.linalg.norm(p[:, 1] - p[:, 0], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(bone(out[0].positions_world), 0.9 * bone(src), rtol=1e-6)
+    np.testing.assert_allclose(out[0].positions_world[:, 0, :2].mean(0), 0.0, atol=1e-6)
+    assert out[6] is seqs[2]
+    with pytest.raises(DataError, match=r"real-mocap scales \(0\.9, 3\.0\): need one or more factors in \[0\.5, 2\]"):
+        scaled_copies(seqs, (0.9, 3))
+
+
+def _bones(p):
+    return np.stack([np.linalg.norm(p[:, j] - p[:, PARENTS[j]], axis=-1) for j in range(1, 17)], -1)
+
+
+def test_rescale_bones_scales_each_bone_keeps_directions_root_and_lowest_ankle(tmp_path):
+    pos = real_mocap_sequences(write_npz(tmp_path / "real.npz"))[0].positions_world
+    f = np.linspace(0.8, 1.2, 17)
+    out = rescale_bones(pos, f)
+    np.testing.assert_allclose(_bones(out), _bones(pos) * f[1:], rtol=1e-5)
+    unit = lambda p: (p[:, 1:] - p[:, list(PARENTS[1:])]) / _bones(p)[..., None]  # noqa: E731
+    np.testing.assert_allclose(unit(out), unit(pos), atol=1e-5)
+    dz = out[:, 0, 2] - pos[:, 0, 2]  # one vertical shift for the whole clip; x, y of the root kept
+    np.testing.assert_allclose(dz, dz[0], atol=1e-6)
+    np.testing.assert_array_equal(out[:, 0, :2], pos[:, 0, :2])
+    assert out[:, [3, 6], 2].min() == pytest.approx(pos[:, [3, 6], 2].min(), abs=1e-6)
+    np.testing.assert_allclose(rescale_bones(pos, np.ones(17)), pos, atol=1e-6)
+
+
+def test_proportion_copies_seeded_mirrored_and_train_only(tmp_path):
+    seqs = real_mocap_sequences(write_npz(tmp_path / "real.npz"), ["b2"])
+    assert proportion_copies(seqs) == seqs
+    out = proportion_copies(seqs, 2, spread=0.1, size=0.1, seed=3)
+    assert [(q.subject, q.action) for q in out] == [
+        ("a1", "walk_000"), ("a1", "walk_000_b0"), ("a1", "walk_000_b1"),
+        ("a1", "walk_001"), ("a1", "walk_001_b0"), ("a1", "walk_001_b1"), ("b2", "walk_002"), ("b2", "walk_003")]
+    ratio = _bones(out[1].positions_world)[0] / _bones(seqs[0].positions_world)[0]
+    rng = np.random.default_rng([3, 0])  # the documented draw: g ~ U(0.9, 1.1), u ~ U(0.9, 1.1)^17
+    g, u = rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1, 17)
+    want = g * np.where(np.arange(17) <= np.asarray(FLIP_PERM), u, u[list(FLIP_PERM)])
+    np.testing.assert_allclose(ratio, want[1:], rtol=1e-5)
+    mirror = [FLIP_PERM[j] for j in range(1, 17)]
+    np.testing.assert_allclose(ratio, ratio[np.asarray(mirror) - 1], rtol=1e-6)  # left = right
+    # a clip's copies depend on its own index only; test clips are never copied
+    again = proportion_copies(seqs[:1], 2, seed=3)
+    np.testing.assert_array_equal(again[2].positions_world, out[2].positions_world)
+    assert out[6] is seqs[2] and out[7] is seqs[3]
+    with pytest.raises(DataError, match=r"proportion copies -1, spread 0.1, size 0.1: need copies >= 0"):
+        proportion_copies(seqs, -1)
+
+
+def test_mixed_dataset_writes_the_scaled_copies(tmp_path):
+    npz = write_npz(tmp_path / "real.npz")
+    mocap, _ = mixed_dataset(tmp_path / "mixed", npz, ["b2"], real_scales=(0.95, 1.05))
+    got = {(q.subject, q.action, q.split): q.positions_world for q in read_mocap(mocap)}
+    assert sorted(got) == [("a1", "walk_000_x0.950", "train"), ("a1", "walk_000_x1.050", "train"),
+                           ("a1", "walk_001_x0.950", "train"), ("a1", "walk_001_x1.050", "train"),
+                           ("b2", "walk_002", "test"), ("b2", "walk_003", "test")]
+    plain = {(q.subject, q.action): q.positions_world for q in real_mocap_sequences(npz, ["b2"])}
+    np.testing.assert_allclose(got[("a1", "walk_001_x1.050", "train")], plain[("a1", "walk_001")] * 1.05, rtol=1e-6)
+    np.testing.assert_array_equal(got[("b2", "walk_003", "test")], plain[("b2", "walk_003")])
 
 
 def test_train_lifter_writes_a_lifter_infer_loads(tmp_path, studio, capsys):  # noqa: F811

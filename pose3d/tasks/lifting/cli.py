@@ -6,9 +6,10 @@
 
 Trains :func:`~pose3d.tasks.lifting.realmocap.train_footage_lifter` (GT 2D of the studio's
 train subjects through their cameras + every real-mocap subject through a Human3.6M-like
-virtual rig) with params.yaml's ``temporal`` section (``input_2d`` forced to gt) and scores it
-on the studio's test subjects. ``--out`` is written as a whole when training succeeds.
-reports/benchmarks/footage.md measures this recipe leave-one-subject-out on the real mocap.
+virtual rig, each real clip also as ``--bone-copies`` re-proportioned copies) with params.yaml's
+``temporal`` section (``input_2d`` forced to gt) and scores it on the studio's test subjects. ``--out`` is written as a whole when training succeeds.
+reports/benchmarks/footage.md and lifting.md (session 10) measure this recipe leave-one-subject-out
+on the real mocap.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "defaults when absent)")
     p.add_argument("--epochs", type=int, help="override the section's epochs")
     p.add_argument("--stride", type=int, default=3, help="train on every N-th window (default 3)")
+    p.add_argument("--real-scales", nargs="+", type=float, default=[1.0], metavar="F",
+                   help="train on each real clip once per body-size factor (default: 1, no copies)")
+    p.add_argument("--bone-copies", type=int, default=2, metavar="N",
+                   help="also train on N re-proportioned copies of each real clip (bone lengths x "
+                        "U(0.9, 1.1) x U(0.9, 1.1); default 2, 0 = the clips alone)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -56,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     with atomic_dir(args.out) as tmp:
         res = train_footage_lifter(tmp, npz=args.mocap, studio_mocap=studio and studio / "mocap.h5",
                                    studio_cameras=studio and studio / "cameras.json", params=section, base=base,
+                                   real_scales=args.real_scales, bone_copies=args.bone_copies,
                                    progress=not getattr(args, "quiet", False))
     m = res.metrics
     print(f"{args.out}: temporal lifter; test subjects {', '.join(m['test_subjects'])} (GT 2D): "

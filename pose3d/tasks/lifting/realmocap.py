@@ -27,6 +27,7 @@ import torch
 from pose3d.data.io import DataError, Sequence, load_cameras, read_mocap, save_cameras, write_mocap
 from pose3d.geometry.camera import Camera
 from pose3d.geometry.rotations import look_at
+from pose3d.skeleton import FLIP_PERM, JOINT_INDEX, PARENTS
 
 #: the npz arrays :func:`real_mocap_sequences` reads
 NPZ_KEYS = ("positions", "clip_id", "subject", "activity", "frame_in_clip", "fps")
@@ -85,12 +86,76 @@ def real_mocap_sequences(npz: str | Path, test_subjects=()) -> list[Sequence]:
     return seqs
 
 
+def scaled_copies(seqs: list[Sequence], scales=(1.0,)) -> list[Sequence]:
+    """Body-size augmentation: each "train" clip once per factor in ``scales``, its positions
+    multiplied by the factor (about the floor point under the clip's mean root: the clip is
+    centred, Z up, floor at 0, so the floor stays the floor), action ``<action>_x<factor>``;
+    "test" clips once, unscaled. ``scales = (1.0,)`` returns ``seqs`` unchanged."""
+    scales = tuple(float(f) for f in scales)
+    if not scales or any(not (0.5 <= f <= 2.0) for f in scales):
+        raise DataError(f"real-mocap scales {scales}: need one or more factors in [0.5, 2]")
+    if scales == (1.0,):
+        return list(seqs)
+    out = []
+    for q in seqs:
+        if q.split != "train":
+            out.append(q)
+            continue
+        out += [dataclasses.replace(q, action=f"{q.action}_x{f:.3f}",
+                                    positions_world=(q.positions_world * np.float32(f)).astype(np.float32))
+                for f in scales]
+    return out
+
+
+def rescale_bones(pos: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Re-target ``pos`` (T, 17, 3) to new proportions: bone (parent -> j) of every frame
+    multiplied by ``factors[j]`` (17,; the root's entry unused) by forward kinematics from the
+    root, which stays where it is; bone directions are kept. The clip is then shifted vertically
+    by one constant so that its lowest ankle height over the clip is the original's."""
+    out = pos.astype(np.float64).copy()
+    for j, par in enumerate(PARENTS):
+        if par >= 0:  # parents come before their children in H36M-17 order
+            out[:, j] = out[:, par] + factors[j] * (pos[:, j] - pos[:, par])
+    ankles = [JOINT_INDEX["r_ankle"], JOINT_INDEX["l_ankle"]]
+    out[..., 2] += pos[:, ankles, 2].min() - out[:, ankles, 2].min()
+    return out.astype(np.float32)
+
+
+def proportion_copies(seqs: list[Sequence], copies: int = 0, spread: float = 0.1, size: float = 0.1,
+                      seed: int = 0) -> list[Sequence]:
+    """Body-proportion augmentation: ``seqs`` plus, for each "train" clip, ``copies`` re-targeted
+    copies (:func:`rescale_bones`, action ``<action>_b<k>``), copy k's bone j scaled by
+    g_k * u_kj with g_k ~ U(1 - size, 1 + size) (overall size) and u_kj ~ U(1 - spread, 1 + spread)
+    (proportions; a left bone and its right mirror share u). Draws are seeded by (seed, clip
+    index in ``seqs``), so a clip's copies do not depend on the other clips."""
+    if copies < 0 or not (0 <= spread < 1) or not (0 <= size < 1):
+        raise DataError(f"proportion copies {copies}, spread {spread}, size {size}: need copies >= 0 "
+                        "and spread, size in [0, 1)")
+    out = []
+    for i, q in enumerate(seqs):
+        out.append(q)
+        if q.split != "train" or copies == 0:
+            continue
+        rng = np.random.default_rng([seed, i])
+        for k in range(copies):
+            g = rng.uniform(1 - size, 1 + size)
+            u = rng.uniform(1 - spread, 1 + spread, len(PARENTS))
+            mirror = np.asarray(FLIP_PERM)
+            u = np.where(np.arange(len(u)) <= mirror, u, u[mirror])  # a right bone takes its left's u
+            out.append(dataclasses.replace(q, action=f"{q.action}_b{k}",
+                                           positions_world=rescale_bones(q.positions_world, g * u)))
+    return out
+
+
 def mixed_dataset(out_dir: str | Path, npz: str | Path, test_subjects=(), studio_mocap=None,
-                  studio_cameras=None) -> tuple[Path, Path]:
+                  studio_cameras=None, real_scales=(1.0,), bone_copies=0, seed=0) -> tuple[Path, Path]:
     """Write ``out_dir/mocap.h5`` + ``cameras.json``: the real mocap's clips (virtual rig; split
-    "test" for ``test_subjects``) and, when given, the studio's sequences with their own cameras
-    and splits. Returns the two paths."""
-    seqs = real_mocap_sequences(npz, test_subjects)
+    "test" for ``test_subjects``; each train clip once per factor of ``real_scales``, see
+    :func:`scaled_copies`, plus ``bone_copies`` re-proportioned copies, see
+    :func:`proportion_copies`) and, when given, the studio's sequences with their own cameras and
+    splits. Returns the two paths."""
+    seqs = scaled_copies(real_mocap_sequences(npz, test_subjects), real_scales)
+    seqs = proportion_copies(seqs, bone_copies, seed=seed)
     rig = h36m_like_rig()
     cams = {}
     if studio_mocap is not None:
@@ -116,12 +181,15 @@ def mixed_dataset(out_dir: str | Path, npz: str | Path, test_subjects=(), studio
 
 
 def train_footage_lifter(out_dir, *, npz, studio_mocap=None, studio_cameras=None, params=None, base=None,
-                         progress: bool = True):
+                         real_scales=(1.0,), bone_copies=2, progress: bool = True):
     """Train the temporal lifter on the studio's train subjects + every real-mocap subject (GT 2D)
     and save it to ``out_dir`` (config.json + model.pt, what ``p3d infer --lifter`` loads).
     Scored on the studio's test subjects when a studio is given, else on the last real subject
     (then held out of training). ``params``: a Temporal section (default: params.yaml's, with
-    ``input_2d = gt``). Returns :class:`~pose3d.tasks.lifting.pipeline.LiftResult`."""
+    ``input_2d = gt``); ``real_scales``: body-size copies of the real clips
+    (:func:`scaled_copies`); ``bone_copies``: re-proportioned copies of each real clip
+    (:func:`proportion_copies`, seeded by ``base.seed``; 2 was chosen on an inner validation,
+    reports/benchmarks/lifting.md, session 10). Returns :class:`~pose3d.tasks.lifting.pipeline.LiftResult`."""
     from pose3d.runtime import params as P
     from pose3d.tasks.lifting.pipeline import run_lift
     from pose3d.tasks.lifting.data import split_of
@@ -131,7 +199,8 @@ def train_footage_lifter(out_dir, *, npz, studio_mocap=None, studio_cameras=None
     with tempfile.TemporaryDirectory() as tmp:
         real = sorted({q.subject for q in real_mocap_sequences(npz)})
         held = [] if studio_mocap is not None else real[-1:]
-        mocap, cams = mixed_dataset(tmp, npz, held, studio_mocap, studio_cameras)
+        mocap, cams = mixed_dataset(tmp, npz, held, studio_mocap, studio_cameras, real_scales,
+                                    bone_copies, base.seed)
         train, test = split_of(mocap, "train"), split_of(mocap, "test")
         if not test:
             raise DataError(f"{studio_mocap}: no test subjects (split attrs) to score the lifter on")

@@ -248,14 +248,13 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
     cam_est, cam_metrics = {}, {"rotation_error_deg": [], "translation_direction_error_deg": [],
                                 "scale_error_pct": []}
     sim_err = []
-    stature_m = statures = None
+    statures: dict[str, float] = {}  # probabilistic: each subject's metric scale (stature, m)
     if method == "probabilistic":
-        if p.stature_m > 0:
-            stature_m = p.stature_m
-        elif p.stature_from == "lifter":
-            statures = lifter_statures(lifter_predictions, [sv.truth.subject for sv in subjects])
+        names = [sv.truth.subject for sv in subjects]
+        if p.stature_from == "lifter" and p.stature_m <= 0:
+            statures = lifter_statures(lifter_predictions, names)
         else:
-            stature_m = prior_stature(mocap)
+            statures = dict.fromkeys(names, p.stature_m if p.stature_m > 0 else prior_stature(mocap))
     n_points = 0
     t_solve = 0.0
     extra: dict[str, float] = {}
@@ -321,7 +320,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                     n_iters=p.prob_iters, elite_frac=p.prob_elite_frac,
                     init_sigma_deg=p.prob_init_sigma_deg, tol_deg=p.prob_tol_deg,
                     score_frames=p.prob_score_frames, robust_px=p.prob_robust_px,
-                    stature_m=stature_m or statures[sv.truth.subject], refine=p.refine, seed=seed + w0)
+                    stature_m=statures[sv.truth.subject], refine=p.refine, seed=seed + w0)
                 Xw = r.points_3d.cpu()
                 Xs.append(Xw)
                 others = [v for v in range(len(sv.truth.camera_names)) if v != ref]
@@ -330,7 +329,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
                 cos = torch.nn.functional.cosine_similarity(t_est[others], t_true[others], dim=-1)
                 cam_metrics["translation_direction_error_deg"] += torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).tolist()
                 scale_true = float(stature(gt[sl]).median())
-                cam_metrics["scale_error_pct"].append(100 * ((stature_m or statures[sv.truth.subject]) / scale_true - 1))
+                cam_metrics["scale_error_pct"].append(100 * (statures[sv.truth.subject] / scale_true - 1))
                 ok = torch.isfinite(Xw).all(-1)
                 if ok.any():  # MPJPE after one similarity alignment for the whole window
                     A = align_similarity(Xw[ok].reshape(1, -1, 3), gt[sl][ok].reshape(1, -1, 3))
@@ -366,7 +365,7 @@ def run(method: str, mocap: str, cameras: str, detections: str | None, out: str,
         metrics["reprojection_px"] = _nanmean(torch.cat(reproj))
     meta = {"input": p.input, "noise_px": p.noise_px}
     if method == "probabilistic":
-        metrics["stature_prior_m"] = stature_m or float(np.mean(list(statures.values())))
+        metrics["stature_prior_m"] = float(np.mean(list(statures.values())))
     if method == "probabilistic":
         metrics.update({k: float(np.mean(v)) for k, v in cam_metrics.items()})
         metrics["rotation_error_max_deg"] = float(np.max(cam_metrics["rotation_error_deg"]))

@@ -176,6 +176,10 @@ def ssd_anchors(input_size: int = DETECTOR_SIZE, strides=STRIDES, per_layer: int
     return np.concatenate(out).astype(np.float64)
 
 
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -100, 100)))
+
+
 def decode_detections(raw: np.ndarray, logits: np.ndarray, anchors: np.ndarray, input_size: int = DETECTOR_SIZE
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Regressors (N, 4 + 2K) and logits (N,) or (N, 1) -> boxes (N, 4) xyxy, keypoints (N, K, 2),
@@ -188,7 +192,7 @@ def decode_detections(raw: np.ndarray, logits: np.ndarray, anchors: np.ndarray, 
     half = raw[:, 2:4] / 2
     boxes = np.concatenate([c - half, c + half], 1)
     kps = raw[:, 4:].reshape(len(raw), -1, 2) + a[:, None]
-    scores = 1.0 / (1.0 + np.exp(-np.clip(np.asarray(logits, np.float64).reshape(-1), -100, 100)))
+    scores = _sigmoid(np.asarray(logits, np.float64).reshape(-1))
     return boxes, kps, scores
 
 
@@ -335,10 +339,6 @@ def fit_mapping(landmarks: np.ndarray, gt: np.ndarray, scale: np.ndarray, ridge:
 def _check_rgb(image: np.ndarray) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"BlazePose takes RGB uint8 frames (H, W, 3), got {image.dtype} {image.shape}")
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -100, 100)))
 
 
 class BlazePose:

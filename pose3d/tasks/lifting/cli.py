@@ -19,6 +19,7 @@ import dataclasses
 from pathlib import Path
 
 from pose3d.data.io import DataError, atomic_dir
+from pose3d.tasks.lifting.realmocap import BONE_COPIES
 
 HELP = "train the footage lifter on the studio + real mocap (npz) -> a --lifter folder for p3d infer"
 
@@ -39,9 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=3, help="train on every N-th window (default 3)")
     p.add_argument("--real-scales", nargs="+", type=float, default=[1.0], metavar="F",
                    help="train on each real clip once per body-size factor (default: 1, no copies)")
-    p.add_argument("--bone-copies", type=int, default=2, metavar="N",
+    p.add_argument("--bone-copies", type=int, default=BONE_COPIES, metavar="N",
                    help="also train on N re-proportioned copies of each real clip (bone lengths x "
-                        "U(0.9, 1.1) x U(0.9, 1.1); default 2, 0 = the clips alone)")
+                        f"U(0.9, 1.1) x U(0.9, 1.1); default {BONE_COPIES}, 0 = the clips alone)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -29,6 +29,10 @@ from pose3d.geometry.camera import Camera
 from pose3d.geometry.rotations import look_at
 from pose3d.skeleton import FLIP_PERM, JOINT_INDEX, PARENTS
 
+#: re-proportioned copies of each real clip the footage lifter trains on (p3d train-lifter's
+#: default; chosen on an inner LOSO validation, reports/benchmarks/lifting.md, session 10)
+BONE_COPIES = 2
+
 #: the npz arrays :func:`real_mocap_sequences` reads
 NPZ_KEYS = ("positions", "clip_id", "subject", "activity", "frame_in_clip", "fps")
 
@@ -181,15 +185,14 @@ def mixed_dataset(out_dir: str | Path, npz: str | Path, test_subjects=(), studio
 
 
 def train_footage_lifter(out_dir, *, npz, studio_mocap=None, studio_cameras=None, params=None, base=None,
-                         real_scales=(1.0,), bone_copies=2, progress: bool = True):
+                         real_scales=(1.0,), bone_copies=BONE_COPIES, progress: bool = True):
     """Train the temporal lifter on the studio's train subjects + every real-mocap subject (GT 2D)
     and save it to ``out_dir`` (config.json + model.pt, what ``p3d infer --lifter`` loads).
     Scored on the studio's test subjects when a studio is given, else on the last real subject
     (then held out of training). ``params``: a Temporal section (default: params.yaml's, with
     ``input_2d = gt``); ``real_scales``: body-size copies of the real clips
     (:func:`scaled_copies`); ``bone_copies``: re-proportioned copies of each real clip
-    (:func:`proportion_copies`, seeded by ``base.seed``; 2 was chosen on an inner validation,
-    reports/benchmarks/lifting.md, session 10). Returns :class:`~pose3d.tasks.lifting.pipeline.LiftResult`."""
+    (:func:`proportion_copies`, seeded by ``base.seed``; :data:`BONE_COPIES`). Returns :class:`~pose3d.tasks.lifting.pipeline.LiftResult`."""
     from pose3d.runtime import params as P
     from pose3d.tasks.lifting.pipeline import run_lift
     from pose3d.tasks.lifting.data import split_of

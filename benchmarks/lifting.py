@@ -31,7 +31,7 @@ import torch
 
 from pose3d.runtime import params as P
 from pose3d.tasks.lifting.data import split_of
-from pose3d.tasks.lifting.realmocap import mixed_dataset
+from pose3d.tasks.lifting.realmocap import BONE_SPREAD, mixed_dataset
 from pose3d.tasks.lifting.pipeline import run_lift, score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def loso(args) -> str:
                 studio = args.with_studio
                 mocap, cams = mixed_dataset(tmp, args.npz, [held], studio and studio / "mocap.h5",
                                             studio and studio / "cameras.json", args.real_scales,
-                                            args.bone_copies, args.seeds[0])
+                                            args.bone_copies, args.seeds[0], args.bone_spread)
                 train = [s for s in split_of(mocap, "train") if s not in (args.exclude or [])]
                 t0 = time.time()
                 # train: the other real subjects (+ the studio's train subjects); test: the held-out one
@@ -200,8 +200,12 @@ def main(argv=None) -> int:
                     help="loso: leave these real subjects out of training and testing (inner validation)")
     ap.add_argument("--real-scales", nargs="+", type=float, default=[1.0], metavar="F",
                     help="loso: each training real clip once per body-size factor (e.g. 0.9 1 1.1)")
+    ap.add_argument("--bone-spread", type=float, default=0.1, metavar="S",
+                    help="loso: --bone-copies' bone factors g * u with g, u ~ U(1 - S, 1 + S) (default 0.1, "
+                         f"session 10's; p3d train-lifter's is {BONE_SPREAD})")
     ap.add_argument("--bone-copies", type=int, default=0, metavar="N",
-                    help="loso: N re-proportioned copies of each training real clip (bone lengths x U(0.9, 1.1)^2)")
+                    help="loso: N re-proportioned copies of each training real clip (bone lengths x "
+                         "U(1 - S, 1 + S)^2, S = --bone-spread)")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml",
                     help="params.yaml whose model sections every benchmark starts from (epochs included)")
     args = ap.parse_args(argv)

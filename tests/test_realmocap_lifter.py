@@ -139,6 +139,19 @@ def test_mixed_dataset_writes_the_scaled_copies(tmp_path):
     np.testing.assert_array_equal(got[("b2", "walk_003", "test")], plain[("b2", "walk_003")])
 
 
+def test_mixed_dataset_bone_copies_draw_from_the_given_spread(tmp_path):
+    npz = write_npz(tmp_path / "real.npz")
+    mocap, _ = mixed_dataset(tmp_path / "mixed", npz, ["b2"], bone_copies=1, seed=3, bone_spread=0.2)
+    got = {(q.subject, q.action): q.positions_world for q in read_mocap(mocap)}
+    assert sorted(got) == [("a1", "walk_000"), ("a1", "walk_000_b0"), ("a1", "walk_001"), ("a1", "walk_001_b0"),
+                           ("b2", "walk_002"), ("b2", "walk_003")]
+    rng = np.random.default_rng([3, 0])  # clip 0's copy: g ~ U(0.8, 1.2), u ~ U(0.8, 1.2)^17
+    g, u = rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2, 17)
+    want = g * np.where(np.arange(17) <= np.asarray(FLIP_PERM), u, u[list(FLIP_PERM)])
+    ratio = _bones(got[("a1", "walk_000_b0")])[0] / _bones(got[("a1", "walk_000")])[0]
+    np.testing.assert_allclose(ratio, want[1:], rtol=1e-5)
+
+
 def test_train_lifter_writes_a_lifter_infer_loads(tmp_path, studio, capsys):  # noqa: F811
     npz = write_npz(tmp_path / "real.npz")
     params = tmp_path / "params.yaml"
@@ -146,7 +159,7 @@ def test_train_lifter_writes_a_lifter_infer_loads(tmp_path, studio, capsys):  # 
                                                    "batch_size": 32, "input_2d": "detections"}}))
     out = tmp_path / "lifter"
     assert p3d(["-q", "train-lifter", "--mocap", str(npz), "--studio", str(studio), "--out", str(out),
-                "--params", str(params), "--stride", "2", "--threads", "1"]) == 0
+                "--params", str(params), "--stride", "2", "--threads", "1", "--bone-spread", "0.15"]) == 0
     assert "temporal lifter; test subjects S9 (GT 2D): P1" in capsys.readouterr().out
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["params"]["input_2d"] == "gt" and cfg["params"]["train_stride"] == 2

@@ -19,7 +19,7 @@ import dataclasses
 from pathlib import Path
 
 from pose3d.data.io import DataError, atomic_dir
-from pose3d.tasks.lifting.realmocap import BONE_COPIES
+from pose3d.tasks.lifting.realmocap import BONE_COPIES, BONE_SPREAD
 
 HELP = "train the footage lifter on the studio + real mocap (npz) -> a --lifter folder for p3d infer"
 
@@ -42,7 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="train on each real clip once per body-size factor (default: 1, no copies)")
     p.add_argument("--bone-copies", type=int, default=BONE_COPIES, metavar="N",
                    help="also train on N re-proportioned copies of each real clip (bone lengths x "
-                        f"U(0.9, 1.1) x U(0.9, 1.1); default {BONE_COPIES}, 0 = the clips alone)")
+                        f"g x u, g and u ~ U(1 - S, 1 + S); default {BONE_COPIES}, 0 = the clips alone)")
+    p.add_argument("--bone-spread", type=float, default=BONE_SPREAD, metavar="S",
+                   help=f"the bone copies' size and proportion spread S (default {BONE_SPREAD})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         res = train_footage_lifter(tmp, npz=args.mocap, studio_mocap=studio and studio / "mocap.h5",
                                    studio_cameras=studio and studio / "cameras.json", params=section, base=base,
                                    real_scales=args.real_scales, bone_copies=args.bone_copies,
+                                   bone_spread=args.bone_spread,
                                    progress=not getattr(args, "quiet", False))
     m = res.metrics
     print(f"{args.out}: temporal lifter; test subjects {', '.join(m['test_subjects'])} (GT 2D): "

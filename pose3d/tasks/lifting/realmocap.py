@@ -30,8 +30,10 @@ from pose3d.geometry.rotations import look_at
 from pose3d.skeleton import FLIP_PERM, JOINT_INDEX, PARENTS
 
 #: re-proportioned copies of each real clip the footage lifter trains on (p3d train-lifter's
-#: default; chosen on an inner LOSO validation, reports/benchmarks/lifting.md, session 10)
-BONE_COPIES = 2
+#: default; chosen on an inner LOSO validation, reports/benchmarks/lifting.md, sessions 10-11)
+BONE_COPIES = 8
+#: their bone factors g * u with g, u ~ U(1 - BONE_SPREAD, 1 + BONE_SPREAD) (same validation)
+BONE_SPREAD = 0.15
 
 #: the npz arrays :func:`real_mocap_sequences` reads
 NPZ_KEYS = ("positions", "clip_id", "subject", "activity", "frame_in_clip", "fps")
@@ -152,14 +154,15 @@ def proportion_copies(seqs: list[Sequence], copies: int = 0, spread: float = 0.1
 
 
 def mixed_dataset(out_dir: str | Path, npz: str | Path, test_subjects=(), studio_mocap=None,
-                  studio_cameras=None, real_scales=(1.0,), bone_copies=0, seed=0) -> tuple[Path, Path]:
+                  studio_cameras=None, real_scales=(1.0,), bone_copies=0, seed=0,
+                  bone_spread: float = 0.1) -> tuple[Path, Path]:
     """Write ``out_dir/mocap.h5`` + ``cameras.json``: the real mocap's clips (virtual rig; split
     "test" for ``test_subjects``; each train clip once per factor of ``real_scales``, see
     :func:`scaled_copies`, plus ``bone_copies`` re-proportioned copies, see
-    :func:`proportion_copies`) and, when given, the studio's sequences with their own cameras and
-    splits. Returns the two paths."""
+    :func:`proportion_copies`, ``bone_spread`` their spread and size) and, when given, the studio's
+    sequences with their own cameras and splits. Returns the two paths."""
     seqs = scaled_copies(real_mocap_sequences(npz, test_subjects), real_scales)
-    seqs = proportion_copies(seqs, bone_copies, seed=seed)
+    seqs = proportion_copies(seqs, bone_copies, spread=bone_spread, size=bone_spread, seed=seed)
     rig = h36m_like_rig()
     cams = {}
     if studio_mocap is not None:
@@ -185,14 +188,16 @@ def mixed_dataset(out_dir: str | Path, npz: str | Path, test_subjects=(), studio
 
 
 def train_footage_lifter(out_dir, *, npz, studio_mocap=None, studio_cameras=None, params=None, base=None,
-                         real_scales=(1.0,), bone_copies=BONE_COPIES, progress: bool = True):
+                         real_scales=(1.0,), bone_copies=BONE_COPIES, bone_spread=BONE_SPREAD,
+                         progress: bool = True):
     """Train the temporal lifter on the studio's train subjects + every real-mocap subject (GT 2D)
     and save it to ``out_dir`` (config.json + model.pt, what ``p3d infer --lifter`` loads).
     Scored on the studio's test subjects when a studio is given, else on the last real subject
     (then held out of training). ``params``: a Temporal section (default: params.yaml's, with
     ``input_2d = gt``); ``real_scales``: body-size copies of the real clips
     (:func:`scaled_copies`); ``bone_copies``: re-proportioned copies of each real clip
-    (:func:`proportion_copies`, seeded by ``base.seed``; :data:`BONE_COPIES`). Returns :class:`~pose3d.tasks.lifting.pipeline.LiftResult`."""
+    (:func:`proportion_copies`, seeded by ``base.seed``; :data:`BONE_COPIES`) with factors in
+    1 +- ``bone_spread`` (:data:`BONE_SPREAD`). Returns :class:`~pose3d.tasks.lifting.pipeline.LiftResult`."""
     from pose3d.runtime import params as P
     from pose3d.tasks.lifting.pipeline import run_lift
     from pose3d.tasks.lifting.data import split_of
@@ -203,7 +208,7 @@ def train_footage_lifter(out_dir, *, npz, studio_mocap=None, studio_cameras=None
         real = sorted({q.subject for q in real_mocap_sequences(npz)})
         held = [] if studio_mocap is not None else real[-1:]
         mocap, cams = mixed_dataset(tmp, npz, held, studio_mocap, studio_cameras, real_scales,
-                                    bone_copies, base.seed)
+                                    bone_copies, base.seed, bone_spread)
         train, test = split_of(mocap, "train"), split_of(mocap, "test")
         if not test:
             raise DataError(f"{studio_mocap}: no test subjects (split attrs) to score the lifter on")

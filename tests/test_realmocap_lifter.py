@@ -105,6 +105,14 @@ def test_rescale_bones_scales_each_bone_keeps_directions_root_and_lowest_ankle(t
     np.testing.assert_allclose(rescale_bones(pos, np.ones(17)), pos, atol=1e-6)
 
 
+def _drawn_factors(seed, clip, spread):
+    """The documented draw of a clip's first copy, per bone (joints 1..16): g ~ U(1 - spread,
+    1 + spread), u ~ U(1 - spread, 1 + spread)^17 with a right bone taking its left mirror's u."""
+    rng = np.random.default_rng([seed, clip])
+    g, u = rng.uniform(1 - spread, 1 + spread), rng.uniform(1 - spread, 1 + spread, 17)
+    return (g * np.where(np.arange(17) <= np.asarray(FLIP_PERM), u, u[list(FLIP_PERM)]))[1:]
+
+
 def test_proportion_copies_seeded_mirrored_and_train_only(tmp_path):
     seqs = real_mocap_sequences(write_npz(tmp_path / "real.npz"), ["b2"])
     assert proportion_copies(seqs) == seqs
@@ -113,10 +121,7 @@ def test_proportion_copies_seeded_mirrored_and_train_only(tmp_path):
         ("a1", "walk_000"), ("a1", "walk_000_b0"), ("a1", "walk_000_b1"),
         ("a1", "walk_001"), ("a1", "walk_001_b0"), ("a1", "walk_001_b1"), ("b2", "walk_002"), ("b2", "walk_003")]
     ratio = _bones(out[1].positions_world)[0] / _bones(seqs[0].positions_world)[0]
-    rng = np.random.default_rng([3, 0])  # the documented draw: g ~ U(0.9, 1.1), u ~ U(0.9, 1.1)^17
-    g, u = rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1, 17)
-    want = g * np.where(np.arange(17) <= np.asarray(FLIP_PERM), u, u[list(FLIP_PERM)])
-    np.testing.assert_allclose(ratio, want[1:], rtol=1e-5)
+    np.testing.assert_allclose(ratio, _drawn_factors(3, 0, 0.1), rtol=1e-5)
     mirror = [FLIP_PERM[j] for j in range(1, 17)]
     np.testing.assert_allclose(ratio, ratio[np.asarray(mirror) - 1], rtol=1e-6)  # left = right
     # a clip's copies depend on its own index only; test clips are never copied
@@ -145,11 +150,8 @@ def test_mixed_dataset_bone_copies_draw_from_the_given_spread(tmp_path):
     got = {(q.subject, q.action): q.positions_world for q in read_mocap(mocap)}
     assert sorted(got) == [("a1", "walk_000"), ("a1", "walk_000_b0"), ("a1", "walk_001"), ("a1", "walk_001_b0"),
                            ("b2", "walk_002"), ("b2", "walk_003")]
-    rng = np.random.default_rng([3, 0])  # clip 0's copy: g ~ U(0.8, 1.2), u ~ U(0.8, 1.2)^17
-    g, u = rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2, 17)
-    want = g * np.where(np.arange(17) <= np.asarray(FLIP_PERM), u, u[list(FLIP_PERM)])
     ratio = _bones(got[("a1", "walk_000_b0")])[0] / _bones(got[("a1", "walk_000")])[0]
-    np.testing.assert_allclose(ratio, want[1:], rtol=1e-5)
+    np.testing.assert_allclose(ratio, _drawn_factors(3, 0, 0.2), rtol=1e-5)
 
 
 def test_train_lifter_writes_a_lifter_infer_loads(tmp_path, studio, capsys):  # noqa: F811

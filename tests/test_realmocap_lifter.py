@@ -180,3 +180,11 @@ def test_train_lifter_bad_npz_names_the_key_and_writes_nothing(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "p3d train-lifter: error:" in err and "bad.npz: missing array(s) ['clip_id'" in err
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def test_train_lifter_defaults_are_the_validated_recipe():
+    from pose3d.app import build_parser
+
+    args = build_parser().parse_args(["train-lifter", "--mocap", "real.npz", "--out", "lifter"])
+    # 8 bone copies at spread 0.15 on every 3rd window, the section's epochs: reports/benchmarks/lifting.md
+    assert (args.epochs, args.bone_copies, args.bone_spread, args.stride) == (None, 8, 0.15, 3)
